@@ -1,0 +1,42 @@
+# hearth: one command to set up and chat, one to set up and test.
+#   make chat   virtualenv in .venv + dependencies + default model, then a terminal chat
+#   make test   the same set-up (plus the swap-test model), then lint and the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEFAULT_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+SWAP_MODEL := models/gemma-3-270m-q4_k_m.gguf
+
+.PHONY: chat test setup lint bench
+chat: setup
+	$(PY) bot.py chat
+
+test: setup $(SWAP_MODEL)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+setup: $(STAMP) $(DEFAULT_MODEL)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hearth needs Python >= 3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	@echo "Installing dependencies. The first install compiles llama-cpp-python (about 5-6 minutes on 2 cores); pip's wheel cache makes later installs fast."
+	$(VENV)/bin/pip install -e ".[dev]"
+	touch $(STAMP)
+
+$(DEFAULT_MODEL): | $(STAMP)
+	$(PY) bot.py models pull default
+
+$(SWAP_MODEL): | $(STAMP)
+	$(PY) bot.py models pull gemma-3-270m
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: setup $(SWAP_MODEL)
+	$(PY) -m bench.rooms
+	$(PY) -m bench.overhead
+	$(PY) -m bench.swap
+	$(PY) -m bench.burst

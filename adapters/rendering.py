@@ -1,0 +1,141 @@
+"""Platform-neutral reply rendering: throttled streaming edits, safe splitting, defused pings.
+
+Discord and Matrix both show a streamed reply by editing one message, and both limit
+how often that may happen. The throttle takes its clock as a parameter, so tests drive
+it with a fake clock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+
+UNFINISHED_MARKER = " ▌"
+ZERO_WIDTH_SPACE = "\u200b"
+_MASS_MENTION = re.compile(r"@(everyone|here|room)\b", re.IGNORECASE)
+_FENCE = re.compile(r"^\s*(```|~~~)(.*)$")
+
+
+def defuse_mentions(text: str) -> str:
+    """Break ``@everyone``/``@here``/``@room`` so no client treats them as a ping."""
+    return _MASS_MENTION.sub(lambda m: "@" + ZERO_WIDTH_SPACE + m.group(1), text)
+
+
+def split_message(text: str, limit: int = 2000) -> list[str]:
+    """Split into pieces of at most ``limit`` characters.
+
+    Cuts prefer a paragraph break, then a line break, then a sentence end, then a space.
+    A code fence open at a cut is closed at the end of one piece and reopened (with its
+    language) at the start of the next, so every piece renders as valid markdown.
+    """
+    if limit < 20:
+        raise ValueError("limit too small to split safely")
+    pieces: list[str] = []
+    rest = text
+    reopen = ""
+    while rest:
+        rest = reopen + rest if reopen and not rest.startswith(reopen) else rest
+        if len(rest) <= limit:
+            pieces.append(rest)
+            break
+        fence_reserve = 8
+        window = rest[: limit - fence_reserve]
+        cut = _best_cut(window)
+        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n")
+        fence = _open_fence(head)
+        if fence is not None:
+            head = head + "\n```"
+            reopen = f"```{fence}\n"
+        else:
+            reopen = ""
+        pieces.append(head)
+    return [p for p in pieces if p.strip()]
+
+
+def _best_cut(window: str) -> int:
+    minimum = len(window) // 3
+    for pattern in ("\n\n", "\n"):
+        index = window.rfind(pattern)
+        if index >= minimum:
+            return index + len(pattern)
+    sentence = max(window.rfind(". "), window.rfind("! "), window.rfind("? "))
+    if sentence >= minimum:
+        return sentence + 2
+    space = window.rfind(" ")
+    if space >= minimum:
+        return space + 1
+    return len(window)
+
+
+def _open_fence(text: str) -> str | None:
+    """The language of a code fence left open at the end of ``text``, or None if all are closed."""
+    language: str | None = None
+    for line in text.splitlines():
+        match = _FENCE.match(line)
+        if match:
+            language = None if language is not None else match.group(2).strip()
+    return language
+
+
+class EditThrottle:
+    """Allows at most one edit per ``interval`` seconds of ``clock`` time."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self.clock = clock
+        self._last: float | None = None
+
+    def ready(self) -> bool:
+        now = self.clock()
+        return self._last is None or now - self._last >= self.interval
+
+    def mark(self) -> None:
+        self._last = self.clock()
+
+    def wait_time(self) -> float:
+        if self._last is None:
+            return 0.0
+        return max(0.0, self.interval - (self.clock() - self._last))
+
+
+async def stream_edits(
+    chunks: AsyncIterable[str],
+    edit: Callable[[str], Awaitable[None]],
+    throttle: EditThrottle,
+    *,
+    marker: str = UNFINISHED_MARKER,
+    transform: Callable[[str], str] = defuse_mentions,
+) -> str:
+    """Edit as chunks arrive, no more than the throttle allows; the last edit has the full text.
+
+    Interim edits end with ``marker`` so users see the reply is still being written; the
+    final edit (always made, even when the throttle would refuse) carries the finished
+    text without it. Returns that final text.
+    """
+    text = ""
+    shown = None
+    async for chunk in chunks:
+        text += chunk
+        if throttle.ready() and text.strip():
+            shown = transform(text) + marker
+            await edit(shown)
+            throttle.mark()
+    final = transform(text.strip())
+    if final and final != shown:
+        await edit(final)
+        throttle.mark()
+    return final
+
+
+async def keep_typing(send_typing: Callable[[], Awaitable[None]], until: asyncio.Event, every: float = 8.0) -> None:
+    """Refresh a typing indicator until ``until`` is set (platform indicators expire by themselves)."""
+    while not until.is_set():
+        with contextlib.suppress(Exception):  # typing is cosmetic; never let it break a reply
+            await send_typing()
+        try:
+            await asyncio.wait_for(until.wait(), every)
+        except TimeoutError:
+            continue

@@ -1,0 +1,282 @@
+"""hearth's command line and wiring: config → App(engine, memory, personas, adapters).
+
+This is the only place that reads the config file and the environment, and the only
+place that turns errors into exit codes: 0 ok, 1 a user-facing problem (one line, no
+traceback), 2 bad command-line usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from config import ConfigErrors, HearthConfig, load_config
+from engine.catalog import pull
+from engine.commands.model_commands import model_details, model_table
+from engine.commands.persona_commands import persona_tagline
+from engine.conversation import Conversation
+from engine.model_host import ModelHost
+from engine.registry import ModelRegistry
+from engine.types import RoomRef
+from errors import HearthError, UserError
+from memory import ConversationKey, MemoryStore
+from personas import PersonaLibrary
+
+log = logging.getLogger("hearth")
+
+
+@dataclass
+class App:
+    """Every long-lived component, started and closed in order."""
+
+    config: HearthConfig
+    store: MemoryStore
+    personas: PersonaLibrary
+    host: ModelHost
+    conversation: Conversation
+    adapters: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, config: HearthConfig) -> App:
+        settings = config.engine_settings()
+        store = MemoryStore(config.database.url)
+        personas = PersonaLibrary([config.personas.dir])
+        host = ModelHost(ModelRegistry(settings.model))
+        return cls(config, store, personas, host, Conversation(settings, store, personas, host))
+
+    async def start(self, model: str | None = None) -> None:
+        await self.store.start()
+        await self.host.load(model or self.config.model.default)
+        await self.conversation.start()
+
+    async def close(self) -> None:
+        for adapter in reversed(self.adapters):
+            with contextlib.suppress(Exception):
+                await adapter.close()
+        await self.conversation.close()
+        await self.host.close()
+        await self.store.close()
+
+
+# -- subcommands ---------------------------------------------------------------------------
+
+
+async def cmd_chat(args: argparse.Namespace, config: HearthConfig) -> int:
+    from adapters.console import ConsoleAdapter
+
+    app = App.build(config)
+    try:
+        await app.start(args.model)
+        console = ConsoleAdapter(app.conversation, room_id=args.room)
+        if args.persona:
+            app.personas.get(args.persona)  # fail early on an unknown name
+            room = await app.conversation.room(console.room)
+            await app.store.update_room_settings(room.conversation_id, persona=args.persona.lower())
+        await console.run()
+    finally:
+        await app.close()
+    return 0
+
+
+async def cmd_run(args: argparse.Namespace, config: HearthConfig) -> int:
+    adapters = _enabled_adapters(config)
+    if not adapters:
+        raise UserError("no adapter is enabled: set discord.enabled or matrix.enabled in the config")
+    app = App.build(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await app.start()
+        for make in adapters:
+            adapter = make(app)
+            app.adapters.append(adapter)
+            await adapter.start()
+        log.info("hearth is running with %s; Ctrl-C stops it", ", ".join(type(a).__name__ for a in app.adapters))
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await app.close()
+    return 0
+
+
+def _enabled_adapters(config: HearthConfig) -> list[Any]:
+    factories = []
+    if config.discord.enabled:
+        from adapters.discord_adapter import DiscordAdapter
+
+        factories.append(lambda app: DiscordAdapter(app.conversation, app.config.discord))
+    if config.matrix.enabled:
+        from adapters.matrix_adapter import MatrixAdapter
+
+        factories.append(lambda app: MatrixAdapter(app.conversation, app.store, app.config.matrix))
+    return factories
+
+
+def check_references(config: HearthConfig) -> list[str]:
+    """Problems with what the config points at: model files and personas."""
+    problems: list[str] = []
+    registry = ModelRegistry(config.engine_settings().model)
+    try:
+        registry.info(registry.resolve(config.model.default))
+    except HearthError as exc:
+        problems.append(f"model.default: {exc}")
+    for index, override in enumerate(config.model.models):
+        try:
+            registry.info(registry.resolve(override.name))
+        except HearthError as exc:
+            problems.append(f"model.models.{index}.path: {exc}")
+    personas = PersonaLibrary([config.personas.dir])
+    problems.extend(f"personas: {error}" for error in personas.errors)
+    try:
+        personas.get(config.personas.default)
+    except HearthError as exc:
+        problems.append(f"personas.default: {exc}")
+    return problems
+
+
+async def cmd_check(args: argparse.Namespace, config: HearthConfig) -> int:
+    problems = check_references(config)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"ok: {args.config or 'built-in defaults'} is valid")
+    return 0
+
+
+async def cmd_models(args: argparse.Namespace, config: HearthConfig) -> int:
+    registry = ModelRegistry(config.engine_settings().model)
+    if args.models_command == "list":
+        print(model_table(registry, None))
+    elif args.models_command == "info":
+        print(model_details(registry, registry.resolve(args.name)))
+    elif args.models_command == "pull":
+        await asyncio.to_thread(pull, args.name, config.model.models_dir, print)
+    return 0
+
+
+async def cmd_personas(args: argparse.Namespace, config: HearthConfig) -> int:
+    library = PersonaLibrary([config.personas.dir])
+    if args.personas_command == "list":
+        for name in library.names():
+            print(f"{name}: {persona_tagline(library.get(name))}")
+        for error in library.errors:
+            print(f"! {error}")
+    elif args.personas_command == "show":
+        persona = library.get(args.name)
+        print(json.dumps(persona.model_dump(mode="json", exclude_defaults=True), indent=2, ensure_ascii=False))
+    elif args.personas_command == "import":
+        persona = library.import_file(Path(args.file), config.personas.dir)
+        print(f"imported {persona.name} into {config.personas.dir}")
+    return 0
+
+
+async def cmd_memory(args: argparse.Namespace, config: HearthConfig) -> int:
+    store = MemoryStore(config.database.url)
+    await store.start()
+    try:
+        platform, _, room_id = args.room.partition(":") if ":" in args.room else ("console", "", args.room)
+        conversation_id = await store.find_conversation(ConversationKey(platform, room_id))
+        if conversation_id is None:
+            raise UserError(f"no stored conversation for room {args.room!r}")
+        if args.memory_command == "export":
+            print(json.dumps(await store.export(conversation_id), indent=2, ensure_ascii=False))
+        else:
+            summary = await store.summary(conversation_id)
+            count = await store.count_messages(conversation_id)
+            print(f"room: {RoomRef(platform, room_id).label}\nstored turns: {count}")
+            print(f"summary: {summary.text if summary else '(none yet)'}")
+    finally:
+        await store.close()
+    return 0
+
+
+# -- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bot.py", description="hearth: a local-LLM bot for Discord and Matrix")
+    parser.add_argument("--debug", action="store_true", help="verbose logs, with tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="YAML config file (default: built-in defaults)")
+        return p
+
+    chat = with_config(sub.add_parser("chat", help="chat in the terminal"))
+    chat.add_argument("--persona", help="persona for this room")
+    chat.add_argument("--model", help="model name or path to a .gguf file")
+    chat.add_argument("--room", default="console", help="room id; memory is kept per room")
+    with_config(sub.add_parser("run", help="run every adapter enabled in the config"))
+    with_config(sub.add_parser("check", help="validate the config and what it refers to"))
+
+    models = with_config(sub.add_parser("models", help="list, inspect or fetch models"))
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models_sub.add_parser("list", help="known models, without loading them")
+    models_sub.add_parser("info", help="details of one model").add_argument("name")
+    models_sub.add_parser("pull", help="fetch a catalog model, e.g. 'default'").add_argument("name")
+
+    personas = with_config(sub.add_parser("personas", help="list, show or import personas"))
+    personas_sub = personas.add_subparsers(dest="personas_command", required=True)
+    personas_sub.add_parser("list")
+    personas_sub.add_parser("show").add_argument("name")
+    personas_sub.add_parser("import", help="a persona YAML, or a character card (PNG or JSON)").add_argument("file")
+
+    memory = with_config(sub.add_parser("memory", help="inspect a room's stored memory"))
+    memory_sub = memory.add_subparsers(dest="memory_command", required=True)
+    for name in ("show", "export"):
+        memory_sub.add_parser(name).add_argument("--room", required=True, help="room id, or PLATFORM:ROOM")
+    return parser
+
+
+COMMANDS = {
+    "chat": cmd_chat,
+    "run": cmd_run,
+    "check": cmd_check,
+    "models": cmd_models,
+    "personas": cmd_personas,
+    "memory": cmd_memory,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_config(args.config)
+        if not args.debug:
+            logging.getLogger().setLevel(
+                logging.INFO if args.command == "run" else max(logging.WARNING, getattr(logging, config.logging.level))
+            )
+        return asyncio.run(COMMANDS[args.command](args, config))
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(str(error), file=sys.stderr)
+        return 1
+    except HearthError as exc:
+        log.debug("failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.debug("crashed", exc_info=True)
+        print(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

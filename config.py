@@ -1,0 +1,280 @@
+"""The config file: YAML, ``${VAR}`` from the environment, validated once by pydantic.
+
+This is the edge. It turns the file into the engine's typed settings; nothing below
+``bot.py`` reads YAML or the environment. Secrets are ``SecretStr`` so they never
+print, and every error names its dotted key path (``model.n_ctx: must be >= 256``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from engine.sampling import DEFAULT_REPEAT_PENALTY, SamplingParams
+from engine.settings import ConfiguredModel, EngineSettings, MemorySettings, ModelSettings
+from errors import ConfigError
+
+ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SamplingConfig(_Section):
+    temperature: float = Field(0.7, ge=0, le=5)
+    top_p: float = Field(0.9, gt=0, le=1)
+    top_k: int = Field(40, ge=0)
+    min_p: float = Field(0.05, ge=0, le=1)
+    repeat_penalty: float = Field(DEFAULT_REPEAT_PENALTY, ge=0.5, le=3)
+    max_tokens: int = Field(256, ge=1, le=8192)
+    stop: list[str] = Field(default_factory=list)
+
+
+class ModelOverride(_Section):
+    name: str = Field(min_length=1)
+    path: Path
+    n_ctx: int | None = Field(None, ge=256)
+    chat_format: Literal["chatml", "gemma"] | None = None
+    sampling: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelConfig(_Section):
+    default: str = "smollm2-135m-instruct"
+    models_dir: Path = Path("models")
+    n_ctx: int = Field(2048, ge=256, le=131072)
+    n_threads: int | None = Field(None, ge=1)
+    n_threads_batch: int | None = Field(None, ge=1)
+    n_batch: int = Field(512, ge=32)
+    n_ubatch: int = Field(512, ge=32)
+    n_gpu_layers: int = Field(0, ge=-1)
+    flash_attn: bool = True
+    chat_format: Literal["chatml", "gemma"] | None = None
+    state_cache_mb: int = Field(512, ge=0)
+    state_cache_dir: Path | None = None
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    models: list[ModelOverride] = Field(default_factory=list)
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///data/hearth.db"
+
+
+class PersonasConfig(_Section):
+    dir: Path = Path("data/personas")
+    default: str = "assistant"
+
+
+class MemoryConfig(_Section):
+    summarize_at: float = Field(0.75, gt=0.1, le=1.0)
+    keep_recent_turns: int = Field(6, ge=1)
+    summary_max_tokens: int = Field(200, ge=16, le=2048)
+
+
+class EngineConfig(_Section):
+    max_queue: int = Field(32, ge=1)
+    generation_timeout_s: float = Field(180, gt=0)
+
+
+class DiscordConfig(_Section):
+    enabled: bool = False
+    token: SecretStr | None = None
+    admin_users: list[str] = Field(default_factory=list)
+    admin_roles: list[str] = Field(default_factory=list)
+    allow_dms: bool = True
+    answer_channels: list[str] = Field(default_factory=list)
+    ignore_bots: bool = True
+    edit_interval: float = Field(1.0, ge=0.2)
+    dev_guild: str | None = None
+    shard_count: int | Literal["auto"] | None = None
+
+    @model_validator(mode="after")
+    def _token_when_enabled(self) -> DiscordConfig:
+        if self.enabled and not (self.token and self.token.get_secret_value()):
+            raise ValueError("token: required when discord is enabled")
+        return self
+
+
+class MatrixConfig(_Section):
+    enabled: bool = False
+    homeserver: str = "http://localhost:8008"
+    user_id: str = ""
+    password: SecretStr | None = None
+    access_token: SecretStr | None = None
+    device_name: str = "hearth"
+    command_prefix: str = "!hearth"
+    admins: list[str] = Field(default_factory=list)
+    admin_power_level: int = 50
+    allowed_inviters: list[str] = Field(default_factory=list)
+    edit_interval: float = Field(1.0, ge=0.2)
+    msgtype: Literal["m.text", "m.notice"] = "m.text"
+    encryption: bool = False
+    max_attachment_kb: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _credentials_when_enabled(self) -> MatrixConfig:
+        if self.enabled:
+            if not self.user_id:
+                raise ValueError("user_id: required when matrix is enabled")
+            if not (self.password or self.access_token):
+                raise ValueError("password: one of password or access_token is required when matrix is enabled")
+        return self
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class HearthConfig(_Section):
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    personas: PersonasConfig = Field(default_factory=PersonasConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    discord: DiscordConfig = Field(default_factory=DiscordConfig)
+    matrix: MatrixConfig = Field(default_factory=MatrixConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def engine_settings(self) -> EngineSettings:
+        m = self.model
+        sampling = SamplingParams(**{**m.sampling.model_dump(), "stop": tuple(m.sampling.stop)})
+        return EngineSettings(
+            default_persona=self.personas.default,
+            user_persona_dir=self.personas.dir,
+            max_queue=self.engine.max_queue,
+            generation_timeout_s=self.engine.generation_timeout_s,
+            command_prefixes={"console": "/", "matrix": self.matrix.command_prefix},
+            model=ModelSettings(
+                default=m.default,
+                models_dir=m.models_dir,
+                n_ctx=m.n_ctx,
+                n_threads=m.n_threads,
+                n_threads_batch=m.n_threads_batch,
+                n_batch=m.n_batch,
+                n_ubatch=m.n_ubatch,
+                n_gpu_layers=m.n_gpu_layers,
+                flash_attn=m.flash_attn,
+                chat_format=m.chat_format,
+                sampling=sampling,
+                models=tuple(
+                    ConfiguredModel(o.name, o.path, o.n_ctx, o.chat_format, dict(o.sampling)) for o in m.models
+                ),
+                state_cache_mb=m.state_cache_mb,
+                state_cache_dir=m.state_cache_dir,
+            ),
+            memory=MemorySettings(**self.memory.model_dump()),
+        )
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems at once; ``errors`` holds each one."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("", "\n".join(str(e) for e in errors))
+
+
+def expand_env(value: Any, path: str, env: dict[str, str], missing: list[ConfigError]) -> Any:
+    """Replace ``${VAR}`` in every string; record a dotted-path error for each unset variable."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else str(k), env, missing) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}.{i}", env, missing) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                missing.append(ConfigError(path, f"environment variable {name} is not set"))
+                return ""
+            return env[name]
+
+        return ENV_PATTERN.sub(substitute, value)
+    return value
+
+
+_FRIENDLY = {
+    "extra_forbidden": lambda e: "unknown key",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}",
+    "less_than": lambda e: f"must be < {e['ctx']['lt']}",
+    "missing": lambda e: "is required",
+}
+
+
+def _format_validation(exc: ValidationError) -> list[ConfigError]:
+    errors = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"])
+        message = _FRIENDLY.get(error["type"], lambda e: e["msg"])(error)
+        if error["type"] == "value_error":
+            inner = str(error["msg"]).removeprefix("Value error, ")
+            key, _, rest = inner.partition(": ")
+            path, message = (f"{path}.{key}" if path else key, rest) if rest else (path, inner)
+        elif error["type"] not in ("missing", "extra_forbidden") and "input" in error:
+            shown = error["input"]
+            if not isinstance(shown, dict | list) and not _is_secret(path):
+                message += f" (got {shown!r})"
+        errors.append(ConfigError(path, message))
+    return errors
+
+
+def _is_secret(path: str) -> bool:
+    return path.rsplit(".", 1)[-1] in ("token", "password", "access_token")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Duplicate keys in a config file are a mistake, not a silent override."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> HearthConfig:
+    """Read and validate; raise ConfigErrors listing every problem found."""
+    env = dict(os.environ) if env is None else env
+    if path is None:
+        return HearthConfig()
+    path = Path(path)
+    try:
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError("", f"config file {path} does not exist")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read {path}: {exc}")]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigErrors([ConfigError("", f"{where}: invalid YAML: {problem}")]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigErrors([ConfigError("", f"{path}: the top level must be a mapping of sections")])
+    missing: list[ConfigError] = []
+    expanded = expand_env(raw, "", env, missing)
+    try:
+        config = HearthConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigErrors(missing + _format_validation(exc)) from None
+    if missing:
+        raise ConfigErrors(missing)
+    return config

@@ -1,0 +1,152 @@
+"""Parse, check and dispatch commands, defined once and served everywhere.
+
+A command is a path of words (``persona set``), a callback, and plain predicate checks.
+The same text ``persona set storyteller`` arrives from a slash command, ``!hearth`` or a
+console ``/`` line. Checks run before the callback, so a refused command changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from engine.types import Attachment, Author, RoomRef
+from errors import CheckFailure, CommandError, HearthError, UserError
+
+log = logging.getLogger(__name__)
+
+MAX_COMMAND_LENGTH = 4000
+
+
+@dataclass
+class CommandContext:
+    """Who runs a command, where, and how to tell them about progress.
+
+    ``progress`` lets a long command (a model load) report "loading…" before it ends;
+    adapters pass their own sender, and the default drops the message.
+    """
+
+    room: RoomRef
+    author: Author
+    attachments: tuple[Attachment, ...] = ()
+    progress: Callable[[str], Awaitable[None]] | None = None
+
+    async def report(self, text: str) -> None:
+        if self.progress is not None:
+            await self.progress(text)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command produced. ``ephemeral`` output is shown only to the caller where possible."""
+
+    text: str
+    ok: bool = True
+    ephemeral: bool = False
+    data: dict | None = None
+
+
+Check = Callable[[CommandContext], bool]
+Callback = Callable[[CommandContext, list[str]], Awaitable[str | CommandResult]]
+
+
+def admin_only(ctx: CommandContext) -> bool:
+    return ctx.author.is_admin
+
+
+def manager_only(ctx: CommandContext) -> bool:
+    return ctx.author.is_admin or ctx.author.is_room_manager
+
+
+@dataclass(frozen=True)
+class Command:
+    """``path`` is the words that name it; ``usage`` documents the arguments."""
+
+    path: tuple[str, ...]
+    callback: Callback
+    help: str
+    usage: str = ""
+    checks: tuple[Check, ...] = ()
+    min_args: int = 0
+    max_args: int | None = None
+    refusal: str = "you need to be a bot admin to do that"
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.path)
+
+    @property
+    def is_admin(self) -> bool:
+        return bool(self.checks)
+
+
+def tokenize(text: str) -> list[str]:
+    """Split a command line into words, honouring quotes. Pure, so tests need no adapter."""
+    if len(text) > MAX_COMMAND_LENGTH:
+        raise CommandError(f"command is too long ({len(text)} characters, max {MAX_COMMAND_LENGTH})")
+    try:
+        return shlex.split(text)
+    except ValueError as exc:
+        raise CommandError(f"could not parse command: {exc}") from None
+
+
+@dataclass
+class CommandCore:
+    """The registry and dispatcher."""
+
+    commands: dict[tuple[str, ...], Command] = field(default_factory=dict)
+
+    def add(self, command: Command) -> None:
+        if command.path in self.commands:
+            raise ValueError(f"command {command.name!r} is registered twice")
+        self.commands[command.path] = command
+
+    def register(self, commands: Sequence[Command]) -> None:
+        for command in commands:
+            self.add(command)
+
+    def find(self, words: Sequence[str]) -> tuple[Command, list[str]]:
+        """The longest registered path that prefixes ``words``, and the remaining arguments."""
+        lowered = [w.lower() for w in words]
+        for size in range(min(len(words), 3), 0, -1):
+            command = self.commands.get(tuple(lowered[:size]))
+            if command is not None:
+                return command, list(words[size:])
+        group = [c.name for c in self.commands.values() if lowered and c.path[0] == lowered[0]]
+        if group:
+            raise CommandError(f"unknown command {' '.join(words[:2])!r}; try: {', '.join(sorted(group))}")
+        raise CommandError(f"unknown command {' '.join(words[:1])!r}; try 'help'")
+
+    async def process(self, text: str, ctx: CommandContext) -> CommandResult:
+        """Run one command line; every failure becomes a one-line result, never a traceback."""
+        try:
+            words = tokenize(text.strip())
+            if not words:
+                raise CommandError("empty command; try 'help'")
+            command, args = self.find(words)
+            for check in command.checks:
+                if not check(ctx):
+                    raise CheckFailure(command.refusal)
+            if len(args) < command.min_args or (command.max_args is not None and len(args) > command.max_args):
+                raise CommandError(f"usage: {command.name} {command.usage}".rstrip())
+            result = await command.callback(ctx, args)
+        except UserError as exc:
+            return CommandResult(str(exc), ok=False, ephemeral=True)
+        except HearthError as exc:
+            log.warning("command %r failed: %s", text[:80], exc, exc_info=getattr(exc, "original", None))
+            return CommandResult(f"error: {exc}", ok=False, ephemeral=True)
+        except Exception:
+            log.exception("command %r crashed", text[:80])
+            return CommandResult("error: the command failed unexpectedly (details are in the log)", ok=False)
+        if isinstance(result, CommandResult):
+            return result
+        return CommandResult(result, ephemeral=command.is_admin)
+
+    def help_text(self, ctx: CommandContext | None = None) -> str:
+        lines = []
+        for command in sorted(self.commands.values(), key=lambda c: c.path):
+            marker = " (admin)" if command.is_admin else ""
+            lines.append(f"{command.name} {command.usage}".rstrip() + f" — {command.help}{marker}")
+        return "\n".join(lines)

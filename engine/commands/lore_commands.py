@@ -1,0 +1,116 @@
+"""``lore list|add|remove`` and ``persona import``: world info and character cards from chat."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from engine.commands.core import Command, CommandContext, admin_only
+from errors import CommandError
+from personas import LoreEntry
+
+if TYPE_CHECKING:
+    from engine.conversation import Conversation
+
+MAX_LORE_ENTRY_CHARS = 4000
+MAX_IMPORT_BYTES = 20 * 1024 * 1024
+
+
+def commands(conv: Conversation) -> list[Command]:
+    async def lore_list(ctx: CommandContext, args: list[str]) -> str:
+        persona = await conv.persona_for(ctx.room)
+        lines = []
+        for book in conv.personas.lorebooks_for(persona):
+            keys = sorted({k for e in book.entries for k in e.keys})
+            lines.append(
+                f"{book.name} ({persona.name}'s lorebook): {len(book.entries)} entries; keys: "
+                + ", ".join(keys[:15])
+                + (" …" if len(keys) > 15 else "")
+            )
+        room_book = await conv.room_lorebook(await conv.room(ctx.room))
+        for number, entry in enumerate(room_book.entries, start=1):
+            kind = "always" if entry.constant else ", ".join(entry.keys)
+            lines.append(f"#{number} [{kind}] {entry.content[:80]}")
+        return "\n".join(lines) or "no lore here; an admin can add some: lore add KEY[,KEY…] TEXT"
+
+    async def lore_add(ctx: CommandContext, args: list[str]) -> str:
+        constant = "--constant" in args
+        words = [a for a in args if a != "--constant"]
+        if len(words) < 2:
+            raise CommandError("usage: lore add KEY[,KEY…] TEXT [--constant]")
+        keys = [k.strip() for k in words[0].split(",") if k.strip()]
+        content = " ".join(words[1:]).strip()
+        if not keys or not content:
+            raise CommandError("lore add needs at least one key and some text")
+        if len(content) > MAX_LORE_ENTRY_CHARS:
+            raise CommandError(f"lore text is too long ({len(content)} characters, max {MAX_LORE_ENTRY_CHARS})")
+        entry = LoreEntry(keys=keys, content=content, constant=constant)
+        room = await conv.room(ctx.room)
+        extra = dict((await conv.store.room_settings(room.conversation_id)).extra)
+        extra["lore"] = [*extra.get("lore", []), entry.model_dump(mode="json")]
+        await conv.store.update_room_settings(room.conversation_id, extra=extra)
+        return f"added lore #{len(extra['lore'])} for {', '.join(keys)}"
+
+    async def lore_remove(ctx: CommandContext, args: list[str]) -> str:
+        room = await conv.room(ctx.room)
+        extra = dict((await conv.store.room_settings(room.conversation_id)).extra)
+        entries = list(extra.get("lore", []))
+        try:
+            index = int(args[0].lstrip("#")) - 1
+            if not 0 <= index < len(entries):
+                raise ValueError
+        except ValueError:
+            raise CommandError(f"no lore entry {args[0]!r}; see lore list") from None
+        removed = entries.pop(index)
+        extra["lore"] = entries
+        await conv.store.update_room_settings(room.conversation_id, extra=extra)
+        return f"removed lore #{index + 1} ({', '.join(removed.get('keys', []))})"
+
+    async def persona_import(ctx: CommandContext, args: list[str]) -> str:
+        dest = conv.settings.user_persona_dir
+        if ctx.attachments:
+            attachment = ctx.attachments[0]
+            if attachment.data is None:
+                raise CommandError("could not read the attached file")
+            if len(attachment.data) > MAX_IMPORT_BYTES:
+                raise CommandError(f"the file is too large (max {MAX_IMPORT_BYTES // 2**20} MB)")
+            suffix = Path(attachment.filename).suffix.lower() or ".png"
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / f"card{suffix}"
+                path.write_bytes(attachment.data)
+                persona = conv.personas.import_file(path, dest)
+        elif args and ctx.room.platform == "console":
+            persona = conv.personas.import_file(Path(args[0]).expanduser(), dest)
+        else:
+            raise CommandError("attach a character card (PNG or JSON) or a persona YAML to import it")
+        return f"imported {persona.name}; use: persona set {persona.name.lower()}"
+
+    return [
+        Command(("lore", "list"), lore_list, "the lore this room's persona and the room use", max_args=0),
+        Command(
+            ("lore", "add"),
+            lore_add,
+            "add room lore, shown when a key is mentioned",
+            "KEY[,KEY…] TEXT [--constant]",
+            checks=(admin_only,),
+            min_args=2,
+        ),
+        Command(
+            ("lore", "remove"),
+            lore_remove,
+            "remove room lore by number",
+            "N",
+            checks=(admin_only,),
+            min_args=1,
+            max_args=1,
+        ),
+        Command(
+            ("persona", "import"),
+            persona_import,
+            "import a character card or persona file",
+            "[FILE on the console, else attach it]",
+            checks=(admin_only,),
+            max_args=1,
+        ),
+    ]

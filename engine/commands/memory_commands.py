@@ -1,0 +1,66 @@
+"""``memory show|reset|forget-me|export|summarize``: what the bot remembers of a room."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from engine.commands.core import Command, CommandContext, CommandResult, admin_only
+
+if TYPE_CHECKING:
+    from engine.conversation import Conversation
+
+
+def commands(conv: Conversation) -> list[Command]:
+    async def show(ctx: CommandContext, args: list[str]) -> str:
+        room = await conv.room(ctx.room)
+        summary = await conv.store.summary(room.conversation_id)
+        turns = await conv.store.count_messages(room.conversation_id)
+        lines = [f"stored turns: {turns}"]
+        if summary is None:
+            lines.append("summary: (none yet)")
+        else:
+            lines.append(f"summary{' (stale, rebuilding)' if summary.stale else ''}: {summary.text}")
+        backend = conv.host.backend
+        if room.last_prompt is not None and backend is not None:
+            prompt = room.last_prompt
+            lines.append(
+                f"context: {prompt.token_count} of {prompt.budget} prompt tokens used "
+                f"(n_ctx {backend.spec.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
+            )
+        return "\n".join(lines)
+
+    async def reset(ctx: CommandContext, args: list[str]) -> str:
+        room = await conv.room(ctx.room)
+        removed = await conv.store.reset(room.conversation_id)
+        room.last_prompt = None
+        return f"forgot this room: {removed} messages and its summary removed"
+
+    async def forget_me(ctx: CommandContext, args: list[str]) -> str:
+        room = await conv.room(ctx.room)
+        removed = await conv.store.forget_author(room.conversation_id, ctx.author.id)
+        if await conv.store.summary(room.conversation_id) is not None:
+            await conv.schedule_summary(room)
+        return f"deleted {removed} of your messages here; the summary is being rebuilt without them"
+
+    async def export(ctx: CommandContext, args: list[str]) -> CommandResult:
+        room = await conv.room(ctx.room)
+        data = await conv.store.export(room.conversation_id)
+        return CommandResult(json.dumps(data, indent=2, ensure_ascii=False), ephemeral=True, data=data)
+
+    async def summarize(ctx: CommandContext, args: list[str]) -> str:
+        room = await conv.room(ctx.room)
+        changed = await conv.summarizer.run(room.conversation_id, conv.history_budget(room), force=True)
+        summary = await conv.store.summary(room.conversation_id)
+        if not changed or summary is None:
+            return "nothing to summarize yet (the newest turns are always kept word for word)"
+        return f"summary updated: {summary.text}"
+
+    return [
+        Command(("memory", "show"), show, "the summary, stored turns and context use", max_args=0),
+        Command(("memory", "reset"), reset, "forget this room", checks=(admin_only,), max_args=0),
+        Command(("reset",), reset, "forget this room (same as memory reset)", checks=(admin_only,), max_args=0),
+        Command(("memory", "forget-me"), forget_me, "delete your own messages in this room", max_args=0),
+        Command(("memory", "export"), export, "this room's memory as JSON", max_args=0),
+        Command(("memory", "summarize"), summarize, "compact the history now", checks=(admin_only,), max_args=0),
+    ]

@@ -1,0 +1,172 @@
+"""Fit persona, lore, summary and recent turns into the model's context window.
+
+Order is fixed so the prompt prefix stays stable from turn to turn (prompt evaluation
+dominates latency on a CPU): the system text (persona and constant lore) and the
+rolling summary first, then as many recent turns as fit, newest kept first, and the
+volatile text (keyword-activated lore, post-history instructions) last, just before
+the newest turn. Tokens are counted with the model's own tokenizer over the prompt
+exactly as its chat template renders it: never estimated from characters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.chat_template import ChatMessage
+from errors import ModelError
+
+TRUNCATION_NOTE = " … [message truncated to fit the context window]"
+SUMMARY_HEADER = "Summary of the earlier conversation:"
+
+
+class PromptTokenizer(Protocol):
+    def render(self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A stored message as the prompt needs it."""
+
+    role: str  # "user" | "assistant"
+    speaker: str
+    text: str
+
+
+@dataclass(frozen=True)
+class AssembledPrompt:
+    messages: tuple[ChatMessage, ...]
+    tokens: list[int]
+    budget: int
+    turns_included: int
+    turns_available: int
+    truncated_newest: bool
+    dropped: tuple[str, ...] = ()  # optional parts left out to fit ("lore", "summary", "system")
+
+    @property
+    def token_count(self) -> int:
+        return len(self.tokens)
+
+
+def group_turns(turns: Sequence[Turn]) -> list[ChatMessage]:
+    """Consecutive user turns become one user message, each line keeping its speaker's name."""
+    messages: list[ChatMessage] = []
+    for turn in turns:
+        if turn.role == "assistant":
+            messages.append(ChatMessage("assistant", turn.text))
+            continue
+        line = f"{turn.speaker}: {turn.text}"
+        if messages and messages[-1].role == "user":
+            messages[-1] = ChatMessage("user", messages[-1].content + "\n" + line)
+        else:
+            messages.append(ChatMessage("user", line))
+    return messages
+
+
+@dataclass
+class _Parts:
+    system: str
+    summary: str
+    volatile: str
+    turns: list[Turn]
+
+    def messages(self, count: int) -> list[ChatMessage]:
+        system = self.system
+        if self.summary:
+            system = f"{system}\n\n{SUMMARY_HEADER}\n{self.summary}" if system else self.summary
+        head = [ChatMessage("system", system)] if system else []
+        body = group_turns(self.turns[len(self.turns) - count :]) if count else []
+        if self.volatile:
+            at = len(body) - 1 if body and body[-1].role == "user" else len(body)
+            body.insert(at, ChatMessage("system", self.volatile))
+        return head + body
+
+
+def assemble(
+    model: PromptTokenizer,
+    *,
+    system: str,
+    turns: Sequence[Turn],
+    n_ctx: int,
+    reserve: int,
+    summary: str = "",
+    volatile: str = "",
+) -> AssembledPrompt:
+    """Build the largest prompt that leaves ``reserve`` tokens for the reply."""
+    budget = n_ctx - reserve
+    if budget <= 0:
+        raise ModelError(f"n_ctx {n_ctx} leaves no room for a prompt after reserving {reserve} for the reply")
+    parts = _Parts(system, summary, volatile, list(turns))
+
+    def tokens_for(count: int) -> list[int]:
+        return model.tokenize(model.render(parts.messages(count)))
+
+    dropped: list[str] = []
+    truncated = False
+    newest_needed = 1 if parts.turns else 0
+    tokens = tokens_for(newest_needed)
+    # Optional parts go first when even the newest turn alone does not fit.
+    for name in ("volatile", "summary"):
+        if len(tokens) > budget and getattr(parts, name):
+            setattr(parts, name, "")
+            dropped.append("lore" if name == "volatile" else name)
+            tokens = tokens_for(newest_needed)
+    if len(tokens) > budget and parts.turns:
+        truncated = _truncate_newest(parts, tokens_for, budget)
+        tokens = tokens_for(1)
+    if len(tokens) > budget:
+        _shrink_text(parts, "system", tokens_for, newest_needed, budget)
+        dropped.append("system")
+        tokens = tokens_for(newest_needed)
+    if len(tokens) > budget:
+        raise ModelError(f"n_ctx {n_ctx} is too small for even an empty prompt")
+
+    low, high = newest_needed, len(parts.turns)  # low always fits
+    best = tokens  # always the tokens for `low` turns
+    while low < high:
+        middle = (low + high + 1) // 2
+        candidate = tokens_for(middle)
+        if len(candidate) <= budget:
+            low, best = middle, candidate
+        else:
+            high = middle - 1
+    return AssembledPrompt(
+        messages=tuple(parts.messages(low)),
+        tokens=best,
+        budget=budget,
+        turns_included=low,
+        turns_available=len(parts.turns),
+        truncated_newest=truncated,
+        dropped=tuple(dropped),
+    )
+
+
+def _truncate_newest(parts: _Parts, tokens_for, budget: int) -> bool:
+    """Cut the newest turn's text to the longest prefix that fits, and say so in the text."""
+    newest = parts.turns[-1]
+    low, high = 0, len(newest.text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        parts.turns[-1] = Turn(newest.role, newest.speaker, newest.text[:middle] + TRUNCATION_NOTE)
+        if len(tokens_for(1)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    parts.turns[-1] = Turn(newest.role, newest.speaker, newest.text[:low] + TRUNCATION_NOTE)
+    return True
+
+
+def _shrink_text(parts: _Parts, name: str, tokens_for, count: int, budget: int) -> None:
+    text = getattr(parts, name)
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high + 1) // 2
+        setattr(parts, name, text[:middle])
+        if len(tokens_for(count)) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    setattr(parts, name, text[:low])

@@ -1,0 +1,356 @@
+"""The engine's one entry point: an IncomingMessage in, an Outcome out.
+
+Handlers run in a fixed order, first match wins (like python-telegram-bot's groups):
+commands first, then the trigger policy, then the chat reply. Every message that
+reaches the engine is stored, even when it gets no reply or the queue is full.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.backend import GenerationRequest
+from engine.commands.core import CommandContext, CommandCore, CommandResult
+from engine.context import AssembledPrompt, Turn, assemble
+from engine.model_host import ModelHost
+from engine.reply import ReplyStream
+from engine.sampling import SamplingParams
+from engine.scheduler import Admission, Scheduler
+from engine.settings import EngineSettings
+from engine.types import Author, IncomingMessage, RoomRef
+from errors import BusyError, UserError
+from memory import ConversationKey, MemoryStore
+from memory.summarizer import Summarizer, message_line
+from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
+
+log = logging.getLogger(__name__)
+
+TRIGGER_MODES = ("mention", "all", "off")
+SUMMARY_SYSTEM = "You write short, factual summaries of chat logs."
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the adapter should do with a message."""
+
+    kind: Literal["ignored", "command", "reply", "joined", "busy"]
+    command: CommandResult | None = None
+    admission: Admission | None = None
+    notice: str | None = None
+
+    @property
+    def position(self) -> int:
+        return self.admission.position if self.admission else 0
+
+
+@dataclass
+class _Room:
+    ref: RoomRef
+    conversation_id: int
+    last_user: str = "User"
+    last_prompt: AssembledPrompt | None = None
+    speakers: set[str] = field(default_factory=set)
+
+
+class Conversation:
+    """Applies persona, memory and policy to each message, and schedules replies."""
+
+    def __init__(
+        self, settings: EngineSettings, store: MemoryStore, personas: PersonaLibrary, host: ModelHost
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.personas = personas
+        self.host = host
+        self.commands = CommandCore()
+        self.scheduler = Scheduler(self._start_reply, settings.max_queue, settings.generation_timeout_s)
+        self.started_at = time.monotonic()
+        self._rooms: dict[str, _Room] = {}
+        self.last_stats = None
+        self.generated_tokens = 0
+        self.generation_seconds = 0.0
+        memory = settings.memory
+        self.summarizer = Summarizer(
+            store,
+            count_tokens=lambda text: self.host.require().count_text_tokens(text),
+            write_summary=self._write_summary,
+            summarize_at=memory.summarize_at,
+            keep_recent=memory.keep_recent_turns,
+            max_tokens=memory.summary_max_tokens,
+        )
+
+    async def start(self) -> None:
+        from engine.commands.builtin import register_builtin_commands
+
+        register_builtin_commands(self)
+        self.host.pause_generation = self._pause_generation
+        self.host.cancel_generation = self.scheduler.cancel_running
+        await self.scheduler.start()
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+
+    # -- rooms ---------------------------------------------------------------------------
+
+    async def room(self, ref: RoomRef) -> _Room:
+        key = ref.label
+        room = self._rooms.get(key)
+        if room is None:
+            conversation_id = await self.store.conversation_id(
+                ConversationKey(ref.platform, ref.room_id, ref.thread_id)
+            )
+            room = self._rooms[key] = _Room(ref, conversation_id)
+        return room
+
+    async def persona_for(self, ref: RoomRef) -> Persona:
+        room = await self.room(ref)
+        settings = await self.store.room_settings(room.conversation_id)
+        name = settings.persona or self.settings.default_persona
+        try:
+            return self.personas.get(name)
+        except UserError:
+            log.warning("room %s uses missing persona %r; falling back", ref.label, name)
+            return self.personas.get(self.settings.default_persona)
+
+    # -- the entry point -----------------------------------------------------------------
+
+    def command_text(self, msg: IncomingMessage) -> str | None:
+        """The command line inside ``msg`` if it starts with its platform's prefix."""
+        prefix = self.settings.command_prefixes.get(msg.room.platform)
+        text = msg.text.strip()
+        if prefix and text.lower().startswith(prefix.lower()):
+            rest = text[len(prefix) :]
+            if not rest or rest[0].isspace() or not prefix[-1].isalnum():
+                return rest.strip() or "help"
+        return None
+
+    async def handle(self, msg: IncomingMessage) -> Outcome:
+        command = self.command_text(msg)
+        if command is not None:
+            ctx = CommandContext(msg.room, msg.author, msg.attachments)
+            return Outcome("command", command=await self.commands.process(command, ctx))
+        room = await self.room(msg.room)
+        text = self._message_text(msg)
+        await self.store.append(
+            room.conversation_id,
+            role="user",
+            author_id=msg.author.id,
+            author_name=msg.author.display_name,
+            text=text,
+            platform_message_id=msg.message_id,
+        )
+        room.last_user = msg.author.display_name
+        room.speakers.add(msg.author.display_name)
+        if not await self.is_triggered(msg):
+            return Outcome("ignored")
+        try:
+            admission = self.scheduler.request(msg.room.label)
+        except BusyError as exc:
+            return Outcome("busy", notice=str(exc))
+        return Outcome("joined" if admission.joined_existing else "reply", admission=admission)
+
+    async def message_edited(self, ref: RoomRef, message_id: str, new_text: str) -> bool:
+        """A user edited a message: memory follows (a covered summary is marked stale)."""
+        room = await self.room(ref)
+        return await self.store.edit_message(room.conversation_id, message_id, new_text) is not None
+
+    async def message_deleted(self, ref: RoomRef, message_id: str) -> bool:
+        """A user deleted a message: it leaves the prompt (a covered summary is marked stale)."""
+        room = await self.room(ref)
+        return await self.store.delete_message(room.conversation_id, message_id) is not None
+
+    async def run_command(self, text: str, ctx: CommandContext) -> CommandResult:
+        """Slash commands and other non-message entry points use this."""
+        return await self.commands.process(text, ctx)
+
+    @staticmethod
+    def _message_text(msg: IncomingMessage) -> str:
+        parts = [msg.text]
+        for attachment in msg.attachments:
+            if attachment.text is not None:
+                parts.append(f"[attached file {attachment.filename}]\n{attachment.text}")
+        return "\n\n".join(p for p in parts if p)
+
+    async def is_triggered(self, msg: IncomingMessage) -> bool:
+        if msg.author.is_bot:
+            return False
+        room = await self.room(msg.room)
+        mode = (await self.store.room_settings(room.conversation_id)).trigger_mode or "mention"
+        if mode == "off":
+            return False
+        if msg.addressed or mode == "all":
+            return True
+        persona = await self.persona_for(msg.room)
+        return mentions_wake_word(msg.text, persona.effective_wake_words)
+
+    # -- replies -------------------------------------------------------------------------
+
+    async def reply_now(self, msg: IncomingMessage) -> ReplyStream:
+        """Store ``msg`` and wait for its reply stream (console and tests)."""
+        outcome = await self.handle(msg)
+        if outcome.admission is None:
+            raise UserError(outcome.notice or "that message does not call for a reply")
+        return await outcome.admission.ticket.reply
+
+    async def _start_reply(self, room_key: str) -> ReplyStream:
+        room = self._rooms[room_key]
+        backend = self.host.require()
+        persona = await self.persona_for(room.ref)
+        settings = await self.store.room_settings(room.conversation_id)
+        sampling = (
+            backend.spec.sampling.merged(persona.sampling.as_dict()).merged(settings.sampling).validated()
+        )
+        prompt = await self.build_prompt(room, persona, sampling)
+        # Small models like to write the next user's line themselves; stop them there.
+        stops = [f"\n{name}:" for name in sorted(room.speakers)]
+        sampling = sampling.merged({"stop": [*sampling.stop, *stops]})
+        room.last_prompt = prompt
+        reply = backend.stream(GenerationRequest(prompt.tokens, sampling, room_key))
+        reply.on_done(lambda stream: self._store_reply(room, persona, stream))
+        return reply
+
+    async def build_prompt(self, room: _Room, persona: Persona, sampling: SamplingParams) -> AssembledPrompt:
+        backend = self.host.require()
+        summary = await self.store.summary(room.conversation_id)
+        after = summary.covers_through_id if summary else None
+        stored = await self.store.messages(room.conversation_id, after_id=after)
+        turns = [Turn(m.role, m.author_name, m.text) for m in stored if m.role in ("user", "assistant")]
+        greeting = persona.render_greeting(room.last_user)
+        if greeting and summary is None:
+            turns.insert(0, Turn("assistant", persona.name, greeting))
+        constant, keyed = await self.lore_for(room, persona, [t.text for t in turns])
+        lore_before, lore_after = split_by_position(constant)
+        volatile = "\n\n".join(
+            part
+            for part in (
+                "\n\n".join(a.entry.content.strip() for a in keyed),
+                persona.render_post_history(room.last_user),
+            )
+            if part
+        )
+        return assemble(
+            backend,
+            system=persona.render_system(room.last_user, lore_before, lore_after),
+            turns=turns,
+            n_ctx=backend.spec.n_ctx,
+            reserve=sampling.max_tokens,
+            summary=summary.text if summary else "",
+            volatile=volatile,
+        )
+
+    async def room_lorebook(self, room: _Room) -> Lorebook:
+        """Entries an admin added to this room with ``lore add``."""
+        extra = (await self.store.room_settings(room.conversation_id)).extra
+        return Lorebook(name="room", entries=[LoreEntry.model_validate(e) for e in extra.get("lore", [])])
+
+    async def lore_for(
+        self, room: _Room, persona: Persona, recent: list[str]
+    ) -> tuple[list[ActivatedEntry], list[ActivatedEntry]]:
+        """(constant, keyword-activated) lore. Constant lore sits in the stable system prefix;
+        keyword lore changes turn by turn, so it goes late in the prompt."""
+        books = [*self.personas.lorebooks_for(persona), await self.room_lorebook(room)]
+        if not any(book.entries for book in books):
+            return [], []
+        backend = self.host.require()
+        active = activate(books, recent, backend.count_text_tokens)
+        return [a for a in active if a.entry.constant], [a for a in active if not a.entry.constant]
+
+    async def _store_reply(self, room: _Room, persona: Persona, stream: ReplyStream) -> None:
+        text = clean_reply(stream.partial_text(), persona.name)
+        if stream.stats is not None:
+            self.last_stats = stream.stats
+            self.generated_tokens += stream.stats.completion_tokens
+            self.generation_seconds += max(stream.stats.total_s - stream.stats.ttft_s, 0.0)
+        if not text:
+            return
+        await self.store.append(
+            room.conversation_id,
+            role="assistant",
+            author_id="hearth",
+            author_name=persona.name,
+            text=text,
+            token_count=self.host.require().count_text_tokens(f"{persona.name}: {text}"),
+        )
+        await self.schedule_summary(room)
+
+    # -- memory --------------------------------------------------------------------------
+
+    def history_budget(self, room: _Room) -> int:
+        """Tokens the recent turns may use: the window minus the reply reserve and the fixed prompt."""
+        backend = self.host.require()
+        prompt = room.last_prompt
+        fixed = 0
+        if prompt is not None and prompt.messages and prompt.messages[0].role == "system":
+            fixed = len(backend.tokenize(backend.render(prompt.messages[:1], add_generation_prompt=False)))
+        return max(backend.spec.n_ctx - backend.spec.sampling.max_tokens - fixed, 64)
+
+    async def schedule_summary(self, room: _Room, force: bool = False) -> None:
+        """Queue a low-priority compaction if the room needs one (or ``force``)."""
+        budget = self.history_budget(room)
+        if not force and not await self.summarizer.needs_work(room.conversation_id, budget):
+            return
+
+        async def compact() -> None:
+            await self.summarizer.run(room.conversation_id, self.history_budget(room), force=force)
+
+        self.scheduler.background(f"summary:{room.ref.label}", compact)
+
+    async def _write_summary(self, previous: str, messages, max_tokens: int) -> str:
+        """Ask the model for an updated summary; cancelled cleanly if a reply pre-empts it."""
+        import asyncio
+
+        from engine.chat_template import ChatMessage
+
+        backend = self.host.require()
+        lines = "\n".join(message_line(m) for m in messages)
+        words = max(max_tokens * 2 // 3, 20)
+        room = backend.spec.n_ctx - max_tokens
+        while True:
+            request = (
+                (f"Summary so far:\n{previous}\n\n" if previous else "")
+                + f"New conversation lines:\n{lines}\n\n"
+                + f"Write an updated summary of the whole conversation in at most {words} words. "
+                "Keep names, facts, promises and decisions."
+            )
+            prompt = [ChatMessage("system", SUMMARY_SYSTEM), ChatMessage("user", request)]
+            tokens = backend.tokenize(backend.render(prompt))
+            if len(tokens) <= room or len(lines) < 16:
+                break
+            lines = lines[len(lines) // 4 :]  # an oversized chunk: keep its newest part
+        sampling = SamplingParams(temperature=0.3, max_tokens=max_tokens, repeat_penalty=1.15)
+        stream = backend.stream(GenerationRequest(tokens, sampling, None))
+        try:
+            return (await stream.text()).strip()
+        except asyncio.CancelledError:
+            stream.cancel()
+            raise
+
+    async def _pause_generation(self):
+        """Hold new turns and wait for the running one; returns the function that resumes."""
+        self.scheduler.paused.clear()
+        while self.scheduler.running_room is not None:
+            import asyncio
+
+            await asyncio.sleep(0.05)
+        return self.scheduler.paused.set
+
+
+def mentions_wake_word(text: str, wake_words: list[str]) -> bool:
+    """True when a wake word appears as a whole word, in any case."""
+    return any(word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) for word in wake_words)
+
+
+def clean_reply(text: str, persona_name: str) -> str:
+    """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
+    text = text.strip()
+    prefix = f"{persona_name}:"
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix) :].strip()
+    return text
+
+
+__all__ = ["Author", "Conversation", "Outcome", "mentions_wake_word"]

@@ -1,0 +1,147 @@
+"""The one loaded model, and safe swapping between models.
+
+A swap waits for the running generation (or cancels it with ``now``) while the
+scheduler holds new turns, frees the old model, loads the new one, and proves it
+with a one-token health check. Any failure reloads the previous model, so the bot
+never ends up with no model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from engine.backend import GenerationRequest
+from engine.chat_template import ChatMessage
+from engine.llama_backend import LlamaBackend
+from engine.registry import ModelEntry, ModelRegistry
+from engine.sampling import SamplingParams
+from errors import HearthError, ModelError, UserError
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], Awaitable[None]]
+
+
+async def _quiet(_: str) -> None:
+    return None
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo; None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class ModelHost:
+    """Owns the current backend; everything that loads or frees a model goes through here."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.backend: LlamaBackend | None = None
+        self.entry: ModelEntry | None = None
+        self._swap_lock = asyncio.Lock()
+        self.on_swap: list[Callable[[], None]] = []
+        self.pause_generation: Callable[[], Awaitable[Callable[[], None]]] | None = None
+        self.cancel_generation: Callable[[], None] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.backend is not None and self.backend.loaded
+
+    def require(self) -> LlamaBackend:
+        if self.backend is None or not self.backend.loaded:
+            raise UserError("no model is loaded; an admin can run: model load NAME")
+        return self.backend
+
+    async def load(self, name: str, *, now: bool = False, progress: Progress = _quiet) -> str:
+        """Swap to ``name``; returns a one-line report. Rolls back on any failure."""
+        entry = self.registry.resolve(name)
+        info = self.registry.info(entry)  # raises a clear ModelError for a missing or broken file
+        need = self.registry.estimate_bytes(entry)
+        have = available_memory_bytes()
+        freed = self.backend.info.file_size if self.backend and self.backend.info else 0
+        if have is not None and need > have + freed:
+            raise UserError(
+                f"not enough memory for {entry.name}: needs about {need / 2**20:.0f} MB, "
+                f"{(have + freed) / 2**20:.0f} MB available"
+            )
+        async with self._swap_lock:
+            resume = await self._pause(now)
+            try:
+                return await self._swap(entry, info.architecture, progress)
+            finally:
+                resume()
+
+    async def _pause(self, now: bool) -> Callable[[], None]:
+        if now and self.cancel_generation is not None:
+            self.cancel_generation()
+        if self.pause_generation is not None:
+            return await self.pause_generation()
+        return lambda: None
+
+    async def _swap(self, entry: ModelEntry, architecture: str, progress: Progress) -> str:
+        previous = self.entry
+        await progress(f"loading {entry.name} ({architecture})…")
+        started = time.perf_counter()
+        await self._unload()
+        try:
+            await self._start(entry)
+        except HearthError as exc:
+            log.warning("loading %s failed: %s", entry.name, exc)
+            await self._unload()
+            if previous is None:
+                raise
+            await progress(f"loading {entry.name} failed; restoring {previous.name}…")
+            await self._start(previous)
+            raise ModelError(f"could not load {entry.name}: {exc}; kept {previous.name}") from exc
+        return f"loading… done in {time.perf_counter() - started:.1f} s: {entry.name} is now active"
+
+    async def _start(self, entry: ModelEntry) -> None:
+        backend = LlamaBackend(self.registry.spec_for(entry))
+        try:
+            await backend.load()
+            await self._health_check(backend)
+        except BaseException:
+            await backend.close()
+            raise
+        self.backend, self.entry = backend, entry
+        for hook in self.on_swap:
+            hook()
+
+    @staticmethod
+    async def _health_check(backend: LlamaBackend) -> None:
+        tokens = backend.tokenize(backend.render([ChatMessage("user", "Hi")]))
+        stream = backend.stream(GenerationRequest(tokens, SamplingParams(max_tokens=1, temperature=0.0)))
+        await stream.text()
+        if stream.stats is None or stream.stats.prompt_tokens == 0:
+            raise ModelError(f"model {backend.spec.name} failed its health check")
+
+    async def unload(self) -> str:
+        async with self._swap_lock:
+            if self.backend is None:
+                return "no model is loaded"
+            name = self.entry.name if self.entry else "model"
+            resume = await self._pause(False)
+            try:
+                await self._unload()
+            finally:
+                resume()
+            return f"unloaded {name}; replies are off until an admin runs: model load NAME"
+
+    async def _unload(self) -> None:
+        backend, self.backend, self.entry = self.backend, None, None
+        if backend is not None:
+            await backend.close()
+            for hook in self.on_swap:
+                hook()
+
+    async def close(self) -> None:
+        await self._unload()

@@ -1,0 +1,117 @@
+"""Which models exist: files in models_dir, models named in config, and the pullable catalog.
+
+Listing reads only GGUF headers, so ``model list`` is instant and never loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from engine.backend import ModelSpec
+from engine.catalog import ALIASES, CATALOG
+from engine.gguf_meta import GGUFInfo, read_gguf_info
+from engine.settings import ModelSettings
+from errors import ModelError
+
+# llama.cpp's working buffers beyond weights and KV cache, measured loosely on CPU.
+LOAD_OVERHEAD_BYTES = 150 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model hearth can load (or could, once pulled)."""
+
+    name: str
+    path: Path
+    chat_format: str | None = None
+    n_ctx: int | None = None
+    sampling: dict | None = None
+    source: str = "file"  # "file" | "config" | "catalog"
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_file()
+
+
+class ModelRegistry:
+    """Resolves a name or a path to a ModelEntry, and a ModelEntry to a ModelSpec."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        self.settings = settings
+        self._info_cache: dict[tuple[Path, float, int], GGUFInfo] = {}
+
+    def entries(self) -> list[ModelEntry]:
+        found: dict[str, ModelEntry] = {}
+        models_dir = self.settings.models_dir
+        for model in CATALOG.values():
+            found[model.name] = ModelEntry(
+                model.name, models_dir / model.filename, model.chat_format, source="catalog"
+            )
+        by_path = {e.path.resolve(): name for name, e in found.items()}
+        if models_dir.is_dir():
+            for path in sorted(models_dir.glob("*.gguf")):
+                if path.resolve() not in by_path:
+                    found[path.stem.lower()] = ModelEntry(path.stem.lower(), path)
+        for configured in self.settings.models:
+            found[configured.name.lower()] = ModelEntry(
+                configured.name.lower(),
+                configured.path,
+                configured.chat_format,
+                configured.n_ctx,
+                configured.sampling,
+                source="config",
+            )
+        return sorted(found.values(), key=lambda e: e.name)
+
+    def resolve(self, name_or_path: str) -> ModelEntry:
+        """A registered name (case-insensitive), an alias, or a path to a .gguf file."""
+        wanted = ALIASES.get(name_or_path.lower(), name_or_path.lower())
+        for entry in self.entries():
+            if entry.name == wanted:
+                return entry
+        path = Path(name_or_path).expanduser()
+        if path.suffix == ".gguf" or os.sep in name_or_path:
+            return ModelEntry(path.stem.lower(), path)
+        names = ", ".join(e.name for e in self.entries())
+        raise ModelError(f"unknown model {name_or_path!r}; available: {names}")
+
+    def info(self, entry: ModelEntry) -> GGUFInfo:
+        """Header metadata, cached per file version."""
+        if not entry.present:
+            hint = f"; run: python bot.py models pull {entry.name}" if entry.source == "catalog" else ""
+            raise ModelError(f"model file {entry.path} does not exist{hint}")
+        stat = entry.path.stat()
+        key = (entry.path.resolve(), stat.st_mtime, stat.st_size)
+        if key not in self._info_cache:
+            self._info_cache[key] = read_gguf_info(entry.path)
+        return self._info_cache[key]
+
+    def spec_for(self, entry: ModelEntry) -> ModelSpec:
+        s = self.settings
+        return ModelSpec(
+            name=entry.name,
+            path=entry.path,
+            n_ctx=entry.n_ctx or s.n_ctx,
+            n_threads=s.n_threads,
+            n_threads_batch=s.n_threads_batch,
+            n_batch=s.n_batch,
+            n_ubatch=s.n_ubatch,
+            n_gpu_layers=s.n_gpu_layers,
+            flash_attn=s.flash_attn,
+            chat_format=entry.chat_format or s.chat_format,
+            sampling=s.sampling.merged(entry.sampling),
+        )
+
+    def estimate_bytes(self, entry: ModelEntry) -> int:
+        """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers."""
+        info = self.info(entry)
+        spec = self.spec_for(entry)
+        return info.file_size + info.kv_cache_bytes(spec.n_ctx) + LOAD_OVERHEAD_BYTES
+
+    def default_entry(self) -> ModelEntry:
+        return self.resolve(self.settings.default)
+
+    def with_default(self, name: str) -> ModelRegistry:
+        return ModelRegistry(replace(self.settings, default=name))

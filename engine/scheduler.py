@@ -1,0 +1,202 @@
+"""Fair, bounded, one-at-a-time generation for a model shared by many rooms.
+
+Each room has at most one waiting turn: messages that arrive while it waits are
+coalesced into it (they are all stored; one reply covers them). Rooms are served
+round-robin in arrival order, so a chatty room cannot starve a quiet one. Background
+work (summaries) runs only when no reply is waiting, and yields to a reply that arrives.
+Time never appears here: timeouts are handed to ``asyncio.wait_for`` by the caller's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from engine.reply import ReplyStream
+from errors import BusyError, HearthError, ModelError
+
+log = logging.getLogger(__name__)
+
+ReplyJob = Callable[[str], Awaitable[ReplyStream]]
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Ticket:
+    """A room's place in line. ``reply`` resolves to the stream once its turn starts."""
+
+    room_key: str
+    reply: asyncio.Future[ReplyStream] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    coalesced: int = 0  # how many later messages joined this turn
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What ``request`` tells the adapter: the ticket, and whether this message only joined it."""
+
+    ticket: Ticket
+    joined_existing: bool
+    position: int
+
+
+class Scheduler:
+    """Runs reply jobs one at a time, fairly; see the module docstring for the rules."""
+
+    def __init__(self, run_reply: ReplyJob, max_queue: int = 32, timeout_s: float | None = None) -> None:
+        self._run_reply = run_reply
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self._waiting: OrderedDict[str, Ticket] = OrderedDict()
+        self._background: OrderedDict[str, BackgroundJob] = OrderedDict()
+        self._wake = asyncio.Event()
+        self._running_room: str | None = None
+        self._running_reply: ReplyStream | None = None
+        self._running_background: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.paused = asyncio.Event()
+        self.paused.set()  # set = not paused
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.completed = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="hearth-scheduler")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for ticket in self._waiting.values():
+            if not ticket.reply.done():
+                ticket.reply.set_exception(ModelError("the bot is shutting down"))
+        self._waiting.clear()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def request(self, room_key: str) -> Admission:
+        """Queue a turn for ``room_key`` (or join its waiting turn). Raises BusyError when full."""
+        ticket = self._waiting.get(room_key)
+        if ticket is not None:
+            ticket.coalesced += 1
+            return Admission(ticket, True, self.position(room_key))
+        if len(self._waiting) >= self.max_queue:
+            raise BusyError()
+        ticket = Ticket(room_key)
+        self._waiting[room_key] = ticket
+        if self._running_background is not None:
+            self._running_background.cancel()  # a waiting reply always goes first
+        self._wake.set()
+        return Admission(ticket, False, self.position(room_key))
+
+    def background(self, key: str, job: BackgroundJob) -> None:
+        """Queue low-priority work; one pending job per key."""
+        self._background.setdefault(key, job)
+        self._wake.set()
+
+    def position(self, room_key: str) -> int:
+        """1-based place in line; 0 when the room's turn is running or it is not queued."""
+        for index, key in enumerate(self._waiting, start=1):
+            if key == room_key:
+                return index
+        return 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running_room(self) -> str | None:
+        return self._running_room
+
+    def cancel(self, room_key: str) -> bool:
+        """Stop a room's running reply, or drop its waiting turn. True if anything stopped."""
+        if self._running_room == room_key and self._running_reply is not None:
+            self._running_reply.cancel()
+            return True
+        ticket = self._waiting.pop(room_key, None)
+        if ticket is not None and not ticket.reply.done():
+            ticket.reply.set_exception(ModelError("cancelled"))
+            return True
+        return False
+
+    def cancel_running(self) -> None:
+        if self._running_reply is not None:
+            self._running_reply.cancel()
+        if self._running_background is not None:
+            self._running_background.cancel()
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await self.paused.wait()
+            if self._waiting:
+                room_key, ticket = self._waiting.popitem(last=False)
+                await self._serve(room_key, ticket)
+            elif self._background:
+                key, job = self._background.popitem(last=False)
+                await self._serve_background(key, job)
+            else:
+                self.idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self.idle.clear() if (self._waiting or self._background) else self.idle.set()
+
+    async def _serve(self, room_key: str, ticket: Ticket) -> None:
+        self.idle.clear()
+        self._running_room = room_key
+        try:
+            reply = await self._run_reply(room_key)
+        except HearthError as exc:
+            ticket.reply.set_exception(exc)
+            self._running_room = None
+            return
+        except Exception as exc:
+            log.exception("preparing a reply for %s failed", room_key)
+            ticket.reply.set_exception(ModelError(f"could not start the reply: {exc}", original=exc))
+            self._running_room = None
+            return
+        self._running_reply = reply
+        if not ticket.reply.done():
+            ticket.reply.set_result(reply)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._drain(reply)), self.timeout_s)
+        except TimeoutError:
+            log.warning("reply for %s hit the %.0fs timeout; cancelling", room_key, self.timeout_s)
+            reply.cancel()
+            await self._drain(reply)
+        finally:
+            self._running_room = None
+            self._running_reply = None
+            self.completed += 1
+
+    @staticmethod
+    async def _drain(reply: ReplyStream) -> None:
+        with contextlib.suppress(HearthError):  # the adapter shows the error; the scheduler moves on
+            await reply.text()
+
+    async def _serve_background(self, key: str, job: BackgroundJob) -> None:
+        self.idle.clear()
+        self._running_background = asyncio.create_task(job(), name=f"background-{key}")
+        try:
+            await self._running_background
+        except asyncio.CancelledError:
+            if self._task is not None and self._task.cancelling():
+                raise
+            self._background.setdefault(key, job)  # pre-empted by a reply: try again later
+        except Exception:
+            log.exception("background job %s failed", key)
+        finally:
+            self._running_background = None
+
+    async def wait_idle(self) -> None:
+        """For tests and shutdown: wait until nothing is queued or running."""
+        while self._waiting or self._background or self._running_room or self._running_background:
+            await asyncio.sleep(0.01)

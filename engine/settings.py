@@ -1,0 +1,63 @@
+"""Typed settings the engine runs on. ``config.py`` builds them from validated YAML.
+
+Nothing below ``bot.py`` reads YAML or the environment; the engine gets these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class ConfiguredModel:
+    """A model named in the config, with per-model overrides of the defaults."""
+
+    name: str
+    path: Path
+    n_ctx: int | None = None
+    chat_format: str | None = None
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    default: str = "smollm2-135m-instruct"
+    models_dir: Path = Path("models")
+    n_ctx: int = 2048
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_gpu_layers: int = 0
+    flash_attn: bool = True
+    chat_format: str | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    models: tuple[ConfiguredModel, ...] = ()
+    state_cache_mb: int = 512
+    state_cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """When and how older turns are folded into the rolling summary."""
+
+    summarize_at: float = 0.75  # share of the history budget that triggers a compaction
+    keep_recent_turns: int = 6  # always kept verbatim
+    summary_max_tokens: int = 200
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    default_persona: str = "assistant"
+    persona_dirs: tuple[Path, ...] = ()
+    user_persona_dir: Path = Path("data/personas")
+    max_queue: int = 32
+    generation_timeout_s: float = 180.0
+    max_message_chars: int = 8000
+    command_prefixes: dict[str, str] = field(default_factory=lambda: {"console": "/"})
+    model: ModelSettings = field(default_factory=ModelSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)

@@ -1,0 +1,91 @@
+"""`bot.py check` names the bad key, one line each, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import ConfigErrors, load_config
+from tests.conftest import run_bot
+
+
+def check(config_file, extra: str, env: dict | None = None):
+    path = config_file(extra)
+    result = run_bot("check", "--config", str(path), env=env)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def test_valid_config_passes(config_file):
+    result = check(config_file, "")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_wrong_type_names_the_key(config_file):
+    result = check(config_file, "engine:\n  max_queue: lots\n")
+    assert result.returncode == 1
+    assert "engine.max_queue:" in result.stderr
+
+
+def test_range_names_the_key_and_bound(config_file):
+    path = config_file("")
+    path.write_text(path.read_text().replace("n_threads: 2", "n_threads: 2\n  n_ctx: 100"))
+    result = run_bot("check", "--config", str(path))
+    assert result.returncode == 1
+    assert "model.n_ctx: must be >= 256" in result.stderr
+
+
+def test_unknown_key_is_named(config_file):
+    result = check(config_file, "discord:\n  tokne: abc\n")
+    assert result.returncode == 1
+    assert "discord.tokne: unknown key" in result.stderr
+
+
+def test_missing_env_var_is_named(config_file):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "HEARTH_TEST_TOKEN"}
+    result = check(config_file, "discord:\n  token: ${HEARTH_TEST_TOKEN}\n", env=env)
+    assert result.returncode == 1
+    assert "discord.token: environment variable HEARTH_TEST_TOKEN is not set" in result.stderr
+
+
+def test_missing_model_file_is_named(config_file, tmp_path):
+    path = config_file("")
+    missing = f"n_threads: 2\n  default: {tmp_path}/nope.gguf"
+    path.write_text(path.read_text().replace("n_threads: 2", missing))
+    result = run_bot("check", "--config", str(path))
+    assert result.returncode == 1
+    assert "model.default:" in result.stdout and "does not exist" in result.stdout
+
+
+def test_secret_values_are_never_printed(config_file):
+    result = check(config_file, "discord:\n  token: [s3cr3t-value]\n")
+    assert result.returncode == 1
+    assert "discord.token" in result.stderr
+    assert "s3cr3t" not in result.stderr + result.stdout
+
+
+def test_env_substitution_reads_the_environment(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("discord:\n  token: ${TOKEN_X}\n")
+    config = load_config(path, env={"TOKEN_X": "abc"})
+    assert config.discord.token.get_secret_value() == "abc"
+    assert "abc" not in repr(config.discord)
+
+
+def test_duplicate_keys_and_bad_yaml_are_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("engine:\n  max_queue: 3\n  max_queue: 4\n")
+    with pytest.raises(ConfigErrors, match="duplicate key 'max_queue'"):
+        load_config(path)
+    path.write_text("engine: [unclosed\n")
+    with pytest.raises(ConfigErrors, match="invalid YAML"):
+        load_config(path)
+
+
+def test_no_config_file_uses_defaults():
+    config = load_config(None)
+    assert config.model.n_ctx == 2048
+    assert config.matrix.command_prefix == "!hearth"
+    assert config.database.url == "sqlite+aiosqlite:///data/hearth.db"

@@ -1,0 +1,61 @@
+"""A bad model file is one clear error line, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.backend import ModelSpec
+from engine.gguf_meta import read_gguf_info
+from engine.llama_backend import LlamaBackend
+from errors import ModelError
+from tests.conftest import run_bot
+
+
+def test_reads_real_metadata_without_loading(smol_path):
+    info = read_gguf_info(smol_path)
+    assert info.architecture == "llama"
+    assert 130_000_000 < info.parameter_count < 140_000_000
+    assert info.file_type == "Q4_1"
+    assert info.context_length == 8192
+    assert info.has_chat_template
+    assert info.license == "apache-2.0"
+
+
+def test_gemma_has_no_template(gemma_path):
+    info = read_gguf_info(gemma_path)
+    assert info.architecture == "gemma3"
+    assert not info.has_chat_template
+
+
+def test_truncated_file(tmp_path, smol_path):
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(smol_path.read_bytes()[: 5_000_000])
+    with pytest.raises(ModelError, match="truncated"):
+        read_gguf_info(bad)
+
+
+def test_not_gguf(tmp_path):
+    bad = tmp_path / "notes.gguf"
+    bad.write_text("this is not a model\n" * 100)
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        read_gguf_info(bad)
+
+
+async def test_backend_refuses_bad_file_with_one_line(tmp_path):
+    bad = tmp_path / "empty.gguf"
+    bad.write_bytes(b"GGUF")
+    backend = LlamaBackend(ModelSpec("bad", bad))
+    with pytest.raises(ModelError) as caught:
+        await backend.load()
+    assert "\n" not in str(caught.value)
+    assert not backend.loaded
+
+
+def test_chat_with_bad_model_prints_one_line(tmp_path, config_file):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 64)
+    result = run_bot("chat", "--config", str(config_file()), "--model", str(bad), stdin="hi\n")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "broken.gguf" in lines[0]

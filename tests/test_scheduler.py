@@ -1,0 +1,107 @@
+"""Scheduler policy: fairness, coalescing, the bounded queue and cancel (fake jobs, no model)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.reply import Done, ReplyStream, TextChunk
+from engine.scheduler import Scheduler
+from errors import BusyError
+
+
+class ManualJobs:
+    """Reply jobs that finish only when the test says so; records the order rooms ran in."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.streams: dict[str, ReplyStream] = {}
+
+    async def __call__(self, room_key: str) -> ReplyStream:
+        self.order.append(room_key)
+        stream = ReplyStream()
+        self.streams[room_key] = stream
+        return stream
+
+    def finish(self, room_key: str) -> None:
+        stream = self.streams[room_key]
+        stream.push(TextChunk(f"reply to {room_key}"))
+        stream.push(Done())
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def scheduler():
+    jobs = ManualJobs()
+    sched = Scheduler(jobs, max_queue=3)
+    sched.jobs = jobs
+    await sched.start()
+    yield sched
+    await sched.close()
+
+
+async def test_rooms_are_served_round_robin_and_messages_coalesce(scheduler):
+    jobs = scheduler.jobs
+    scheduler.request("a")
+    await settle()  # a is running now
+    b = scheduler.request("b")
+    scheduler.request("c")
+    again = scheduler.request("b")  # b is still waiting: joins its turn
+    a2 = scheduler.request("a")  # a is running: queues a new turn behind c
+    assert again.joined_existing and again.ticket is b.ticket
+    assert b.ticket.coalesced == 1
+    assert [scheduler.position(k) for k in ("b", "c", "a")] == [1, 2, 3]
+    assert not a2.joined_existing
+    for room in ("a", "b", "c", "a"):
+        await settle()
+        jobs.finish(room)
+    await scheduler.wait_idle()
+    assert jobs.order == ["a", "b", "c", "a"]
+
+
+async def test_full_queue_is_busy_at_once(scheduler):
+    scheduler.request("running")
+    await settle()
+    for room in ("x", "y", "z"):
+        scheduler.request(room)
+    with pytest.raises(BusyError, match="busy, try again in a moment"):
+        scheduler.request("w")
+    assert scheduler.request("x").joined_existing  # joining a waiting turn is never refused
+
+
+async def test_cancel_running_and_waiting(scheduler):
+    jobs = scheduler.jobs
+    first = scheduler.request("a")
+    scheduler.request("b")
+    await settle()
+    stream = await first.ticket.reply
+    assert scheduler.cancel("a") and stream.cancelled
+    assert scheduler.cancel("b")
+    assert scheduler.depth == 0
+    jobs.finish("a")
+    await scheduler.wait_idle()
+    assert jobs.order == ["a"]
+
+
+async def test_background_work_yields_to_replies(scheduler):
+    started = asyncio.Event()
+    runs: list[str] = []
+
+    async def summarize():
+        runs.append("start")
+        started.set()
+        await asyncio.sleep(3600)
+
+    scheduler.background("summary:a", summarize)
+    await started.wait()
+    scheduler.request("a")  # a reply arrives: the background job is pre-empted
+    await settle()
+    assert scheduler.jobs.order == ["a"]
+    scheduler.jobs.finish("a")
+    await settle()
+    assert runs == ["start", "start"], "the pre-empted job runs again once replies are done"
