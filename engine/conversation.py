@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import ValidationError
+
 from engine.backend import GenerationRequest
 from engine.commands.core import CommandContext, CommandCore, CommandResult
 from engine.context import AssembledPrompt, Turn, assemble
@@ -227,7 +229,7 @@ class Conversation:
         volatile = "\n\n".join(
             part
             for part in (
-                "\n\n".join(a.entry.content.strip() for a in keyed),
+                "\n\n".join(persona.render(a.entry.content, room.last_user).strip() for a in keyed),
                 persona.render_post_history(room.last_user),
             )
             if part
@@ -245,7 +247,13 @@ class Conversation:
     async def room_lorebook(self, room: _Room) -> Lorebook:
         """Entries an admin added to this room with ``lore add``."""
         extra = (await self.store.room_settings(room.conversation_id)).extra
-        return Lorebook(name="room", entries=[LoreEntry.model_validate(e) for e in extra.get("lore", [])])
+        entries = []
+        for raw in extra.get("lore", []):
+            try:
+                entries.append(LoreEntry.model_validate(raw))
+            except ValidationError:
+                log.warning("skipping an unreadable room lore entry in %s", room.ref.label)
+        return Lorebook(name="room", entries=entries)
 
     async def lore_for(
         self, room: _Room, persona: Persona, recent: list[str]

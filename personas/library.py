@@ -1,0 +1,195 @@
+"""The persona library: built-in personas plus the user's folders, keyed by file stem.
+
+A broken file never breaks the library: it is listed in ``errors`` (one line each) and
+the rest still load. Later folders override earlier ones, so a user can shadow a
+built-in persona by dropping a file with the same name into their folder.
+
+Layout of each folder::
+
+    <dir>/<name>.yaml              personas (key: file stem, lowercased)
+    <dir>/lorebooks/<name>.json    lorebooks (hearth JSON/YAML or SillyTavern World Info)
+    <dir>/avatars/<name>.png       avatars written by imports
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from errors import PersonaError
+from personas.cards import Card, read_card
+from personas.files import slugify, write_all
+from personas.loader import (
+    LOREBOOK_SUFFIXES,
+    PERSONA_SUFFIXES,
+    load_lorebook_file,
+    load_persona_file,
+    lorebook_to_json,
+    parse_persona_yaml,
+    persona_to_yaml,
+)
+from personas.lore import Lorebook
+from personas.model import Persona
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+IMPORT_SUFFIXES = (*PERSONA_SUFFIXES, ".json", ".png")
+
+
+class PersonaLibrary:
+    """Loads lazily on first use; ``reload()`` re-reads every folder."""
+
+    def __init__(self, dirs: Sequence[Path | str] = (), *, include_builtin: bool = True) -> None:
+        self._dirs = ([BUILTIN_DIR] if include_builtin else []) + [Path(d) for d in dirs]
+        self._personas: dict[str, Persona] | None = None
+        self._books: dict[str, Lorebook] = {}
+        self._errors: list[str] = []
+
+    @property
+    def dirs(self) -> list[Path]:
+        """Folders in load order (built-in first)."""
+        return list(self._dirs)
+
+    @property
+    def errors(self) -> list[str]:
+        """One line per file that failed to load (or persona naming a missing lorebook)."""
+        self._ensure_loaded()
+        return list(self._errors)
+
+    def reload(self) -> None:
+        """Re-read every folder; the new state replaces the old one all at once."""
+        personas: dict[str, Persona] = {}
+        books: dict[str, Lorebook] = {}
+        errors: list[str] = []
+        for folder in self._dirs:
+            if not folder.is_dir():
+                errors.append(f"{folder}: persona folder does not exist")
+                continue
+            for path in _files(folder, PERSONA_SUFFIXES):
+                try:
+                    personas[path.stem.lower()] = load_persona_file(path)
+                except PersonaError as exc:
+                    errors.append(str(exc))
+            for path in _files(folder / "lorebooks", LOREBOOK_SUFFIXES):
+                try:
+                    books[path.stem.lower()] = load_lorebook_file(path)
+                except PersonaError as exc:
+                    errors.append(str(exc))
+        for persona in personas.values():
+            for name in persona.lorebooks:
+                if _find_book(books, name) is None:
+                    errors.append(f"{persona.source}: lorebooks: unknown lorebook '{name}'")
+        self._personas, self._books, self._errors = personas, books, errors
+
+    def names(self) -> list[str]:
+        """Persona keys (file stems, lowercased), sorted."""
+        return sorted(self._ensure_loaded())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def get(self, name: str) -> Persona:
+        """A persona by key or by display name, case-insensitively."""
+        persona = self._find(name)
+        if persona is None:
+            available = ", ".join(self.names()) or "none"
+            raise PersonaError(f"unknown persona '{name}' (available: {available})")
+        return persona
+
+    def lorebook_names(self) -> list[str]:
+        """Lorebook keys (file stems, lowercased), sorted."""
+        self._ensure_loaded()
+        return sorted(self._books)
+
+    def lorebook(self, name: str) -> Lorebook:
+        """A lorebook by key or by its own name, case-insensitively."""
+        self._ensure_loaded()
+        book = _find_book(self._books, name)
+        if book is None:
+            available = ", ".join(sorted(self._books)) or "none"
+            raise PersonaError(f"unknown lorebook '{name}' (available: {available})")
+        return book
+
+    def lorebooks_for(self, persona: Persona) -> list[Lorebook]:
+        """The persona's lorebooks in its listed order; missing ones are skipped (see ``errors``)."""
+        self._ensure_loaded()
+        found = (_find_book(self._books, name) for name in persona.lorebooks)
+        return [book for book in found if book is not None]
+
+    def save_lorebook(self, book: Lorebook, dest_dir: Path | str) -> Path:
+        """Write ``book`` as hearth JSON to ``dest_dir/lorebooks/<name>.json`` and reload."""
+        path = Path(dest_dir) / "lorebooks" / f"{slugify(book.name)}.json"
+        write_all([(path, lorebook_to_json(book).encode("utf-8"))])
+        self.reload()
+        return path
+
+    def import_file(self, path: Path | str, dest_dir: Path | str) -> Persona:
+        """Import a persona YAML, card JSON or card PNG into ``dest_dir``, all or nothing.
+
+        Writes ``<slug>.yaml``, plus ``lorebooks/<slug>.json`` for an embedded lorebook and
+        ``avatars/<slug>.png`` for a PNG card's image (slug: the persona name, lowercased).
+        An existing persona of the same slug is replaced. Everything is validated before
+        the first byte is written.
+        """
+        source, dest = Path(path), Path(dest_dir)
+        suffix = source.suffix.lower()
+        if suffix not in IMPORT_SUFFIXES:
+            raise PersonaError(f"{source}: cannot import '{suffix}' files (use .yaml, .json or .png)")
+        card = Card(load_persona_file(source)) if suffix in PERSONA_SUFFIXES else read_card(source)
+        persona = card.persona
+        slug = slugify(persona.name)
+        files: list[tuple[Path, bytes]] = []
+        updates: dict[str, object] = {}
+        if card.lorebook is not None:
+            files.append((dest / "lorebooks" / f"{slug}.json", lorebook_to_json(card.lorebook).encode("utf-8")))
+            updates["lorebooks"] = [*(n for n in persona.lorebooks if n.lower() != slug), slug]
+        image, image_suffix = card.image, ".png"
+        if image is None and persona.avatar:
+            image, image_suffix = _read_avatar(persona), Path(persona.avatar).suffix.lower() or ".png"
+        if image is not None:
+            relative = f"avatars/{slug}{image_suffix}"
+            files.append((dest / relative, image))
+            updates["avatar"] = relative
+        persona = persona.model_copy(update=updates)
+        target = dest / f"{slug}.yaml"
+        text = persona_to_yaml(persona)
+        parse_persona_yaml(text, str(target), dest)  # what we write must load back
+        files.append((target, text.encode("utf-8")))  # persona last: it never points at missing files
+        write_all(files)
+        self.reload()
+        return load_persona_file(target)
+
+    def _ensure_loaded(self) -> dict[str, Persona]:
+        if self._personas is None:
+            self.reload()
+        assert self._personas is not None
+        return self._personas
+
+    def _find(self, name: str) -> Persona | None:
+        personas = self._ensure_loaded()
+        key = name.strip().lower()
+        if key in personas:
+            return personas[key]
+        by_name = [p for k, p in sorted(personas.items()) if p.name.lower() == key]
+        return by_name[-1] if by_name else None
+
+
+def _files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+
+
+def _find_book(books: dict[str, Lorebook], name: str) -> Lorebook | None:
+    key = name.strip().lower()
+    if key in books:
+        return books[key]
+    by_name = [book for k, book in sorted(books.items()) if book.name.lower() == key]
+    return by_name[-1] if by_name else None
+
+
+def _read_avatar(persona: Persona) -> bytes:
+    assert persona.avatar is not None
+    try:
+        return Path(persona.avatar).read_bytes()
+    except OSError as exc:
+        raise PersonaError(f"{persona.source}: avatar {persona.avatar}: cannot read: {exc.strerror or exc}") from None
