@@ -32,6 +32,8 @@ class ModelSpec:
     flash_attn: bool = True
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
+    state_cache_mb: int = 512
+    state_cache_dir: Path | None = None
 
 
 @dataclass(frozen=True)

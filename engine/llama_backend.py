@@ -9,6 +9,7 @@ translated into ModelError right here, where they enter.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import threading
 import time
@@ -16,11 +17,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
+import llama_cpp
+
 from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage, ChatTemplate, choose_format
 from engine.gguf_meta import GGUFInfo, read_gguf_info
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReasoningChunk, ReplyStream, TextChunk
+from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ class LlamaBackend:
         # Tokenizing happens on the caller's thread (the vocab is read-only after load);
         # this lock only keeps it from racing a close() that frees the vocab.
         self._lifecycle = threading.Lock()
+        self.states: StateCache | None = None
+        self._resident: str | None = None  # whose evaluated prefix sits in llama's KV cache now
 
     @property
     def loaded(self) -> bool:
@@ -50,6 +56,8 @@ class LlamaBackend:
         """Validate the file, then build the Llama object on the worker thread."""
         started = time.perf_counter()
         self.info = await asyncio.to_thread(read_gguf_info, self.spec.path)
+        identity = await asyncio.to_thread(model_identity, self.spec.path)
+        self.states = StateCache(self.spec.state_cache_mb * 2**20, identity, self.spec.state_cache_dir)
         fmt, source = choose_format(self.info.architecture, self.info.chat_template, self.spec.chat_format)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.spec.name}")
         try:
@@ -106,6 +114,9 @@ class LlamaBackend:
         executor.shutdown(wait=True)
 
     def _free(self) -> None:
+        if self._llm is not None and self.states is not None:
+            self._park_resident()
+            self.states.flush()
         with self._lifecycle:
             llm, self._llm = self._llm, None
             if llm is not None:
@@ -164,7 +175,8 @@ class LlamaBackend:
         tokens = list(request.prompt_tokens)
         if len(tokens) + 1 > self.spec.n_ctx:
             raise ModelError(f"prompt of {len(tokens)} tokens does not fit n_ctx {self.spec.n_ctx}")
-        reused = llm.longest_token_prefix(llm._input_ids[: llm.n_tokens].tolist(), tokens)
+        restored = self._switch_room(request.room_key, tokens)
+        reused = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         sampling = request.sampling
         max_tokens = min(sampling.max_tokens, self.spec.n_ctx - len(tokens))
         stop = list(dict.fromkeys([*self.template.stop, *sampling.stop])) if self.template else []
@@ -208,7 +220,59 @@ class LlamaBackend:
             ttft_s=(first_token_at or ended) - started,
             total_s=ended - started,
             finish_reason=finish,
+            restored_state=restored,
         )
+
+    # -- per-room states (worker thread only) -------------------------------------------
+
+    def _switch_room(self, room: str | None, tokens: list[int]) -> bool:
+        """Park the resident room's state and bring ``room``'s back if it helps. True if restored."""
+        if room == self._resident or self.states is None:
+            return False
+        self._park_resident()
+        self._resident = room
+        if room is None:
+            return False
+        state = self.states.get(room)
+        if state is None:
+            return False
+        llm = self._llm
+        current = common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        if common_prefix(state.tokens, tokens) <= current:
+            return False
+        return self._restore(state)
+
+    def _park_resident(self) -> None:
+        """Save the resident room's used KV cells (sequence 0 only) into the cache."""
+        llm, room = self._llm, self._resident
+        if room is None or self.states is None or llm is None or llm.n_tokens == 0:
+            return
+        ctx = llm._ctx.ctx
+        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
+        if written:
+            tokens = tuple(int(t) for t in llm.input_ids[: llm.n_tokens])
+            self.states.put(room, RoomState(tokens, ctypes.string_at(buffer, written)))
+
+    def _restore(self, state: RoomState) -> bool:
+        llm = self._llm
+        ctx = llm._ctx.ctx
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        llm.n_tokens = 0
+        source = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
+        if not llama_cpp.llama_state_seq_set_data(ctx, source, len(state.data), 0):
+            log.warning("could not restore a room state; evaluating from scratch")
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+            return False
+        llm.input_ids[: len(state.tokens)] = state.tokens
+        llm.n_tokens = len(state.tokens)
+        return True
+
+    def invalidate_room(self, room: str) -> None:
+        """Drop a room's saved state (its summary changed, so its prefix did too)."""
+        if self.states is not None and self._executor is not None:
+            self._executor.submit(self.states.invalidate, room)
 
     @staticmethod
     def _emit(reply: ReplyStream, visible: str, reasoning: str) -> None:

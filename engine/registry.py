@@ -102,6 +102,8 @@ class ModelRegistry:
             flash_attn=s.flash_attn,
             chat_format=entry.chat_format or s.chat_format,
             sampling=s.sampling.merged(entry.sampling),
+            state_cache_mb=s.state_cache_mb,
+            state_cache_dir=s.state_cache_dir,
         )
 
     def estimate_bytes(self, entry: ModelEntry) -> int:

@@ -41,6 +41,7 @@ class GenerationStats:
     ttft_s: float = 0.0
     total_s: float = 0.0
     finish_reason: str = "stop"
+    restored_state: bool = False
 
     @property
     def tokens_per_s(self) -> float:
