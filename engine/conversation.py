@@ -7,6 +7,8 @@ reaches the engine is stored, even when it gets no reply or the queue is full.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -16,6 +18,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from engine.backend import GenerationRequest
+from engine.chat_template import ChatMessage
 from engine.commands.core import CommandContext, CommandCore, CommandResult
 from engine.context import AssembledPrompt, Turn, assemble
 from engine.model_host import ModelHost
@@ -94,6 +97,12 @@ class Conversation:
         await self.scheduler.start()
 
     async def close(self) -> None:
+        """Stop the running reply, let its turn settle (so it is stored), then stop the scheduler."""
+        self.scheduler.cancel_running()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                while self.scheduler.running_room is not None:
+                    await asyncio.sleep(0.02)
         await self.scheduler.close()
 
     # -- rooms ---------------------------------------------------------------------------
@@ -309,9 +318,6 @@ class Conversation:
 
     async def _write_summary(self, previous: str, messages, max_tokens: int) -> str:
         """Ask the model for an updated summary; cancelled cleanly if a reply pre-empts it."""
-        import asyncio
-
-        from engine.chat_template import ChatMessage
 
         backend = self.host.require()
         lines = "\n".join(message_line(m) for m in messages)
@@ -341,8 +347,6 @@ class Conversation:
         """Hold new turns and wait for the running one; returns the function that resumes."""
         self.scheduler.paused.clear()
         while self.scheduler.running_room is not None:
-            import asyncio
-
             await asyncio.sleep(0.05)
         return self.scheduler.paused.set
 

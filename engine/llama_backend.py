@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -79,12 +80,15 @@ class LlamaBackend:
         from llama_cpp import Llama
 
         spec = self.spec
+        # llama-cpp-python defaults to half the cores; prompt evaluation on a small CPU
+        # wants all of them (measured: ~25% faster TTFT on 2 cores with flash attention).
+        threads = spec.n_threads or os.cpu_count() or 1
         try:
             return Llama(
                 model_path=str(spec.path),
                 n_ctx=spec.n_ctx,
-                n_threads=spec.n_threads,
-                n_threads_batch=spec.n_threads_batch or spec.n_threads,
+                n_threads=threads,
+                n_threads_batch=spec.n_threads_batch or threads,
                 n_batch=spec.n_batch,
                 n_ubatch=spec.n_ubatch,
                 n_gpu_layers=spec.n_gpu_layers,

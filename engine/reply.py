@@ -10,11 +10,14 @@ summarizer) and never on failure or cancel.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from errors import HearthError, ModelError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class ReplyStream:
         self._finished = False
         self._cancel = threading.Event()
         self._on_done: list[DoneHook] = []
+        self._hooks_done = asyncio.Event()
         self.stats: GenerationStats | None = None
         self.error: HearthError | None = None
 
@@ -98,6 +102,7 @@ class ReplyStream:
                 self._loop.create_task(self._run_hooks())
             else:
                 self.error = event.error
+                self._hooks_done.set()
         self._changed.set()
 
     @property
@@ -151,16 +156,21 @@ class ReplyStream:
         """The visible text produced so far (useful after a cancel or failure)."""
         return "".join(e.text for e in self._events if isinstance(e, TextChunk))
 
-    async def _run_hooks(self) -> None:
-        for hook in self._on_done:
-            try:
-                result = hook(self)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as exc:  # a hook failure must not kill the loop
-                import logging
+    async def settled(self) -> None:
+        """Wait until the stream ended and every on_done hook has run."""
+        await self._hooks_done.wait()
 
-                logging.getLogger(__name__).exception("reply on_done hook failed: %s", exc)
+    async def _run_hooks(self) -> None:
+        try:
+            for hook in self._on_done:
+                try:
+                    result = hook(self)
+                    if asyncio.iscoroutine(result):
+                        await result
+                except Exception as exc:  # a hook failure must not kill the loop
+                    log.exception("reply on_done hook failed: %s", exc)
+        finally:
+            self._hooks_done.set()
 
     @classmethod
     def from_text(cls, text: str) -> ReplyStream:

@@ -167,7 +167,10 @@ class Scheduler:
         if not ticket.reply.done():
             ticket.reply.set_result(reply)
         try:
-            await asyncio.wait_for(asyncio.shield(self._drain(reply)), self.timeout_s)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as the reply finishes, and then close() would wait forever.
+            async with asyncio.timeout(self.timeout_s):
+                await self._drain(reply)
         except TimeoutError:
             log.warning("reply for %s hit the %.0fs timeout; cancelling", room_key, self.timeout_s)
             reply.cancel()
@@ -179,8 +182,10 @@ class Scheduler:
 
     @staticmethod
     async def _drain(reply: ReplyStream) -> None:
+        """Wait for the reply and its on_done hooks (the stored reply), so turns never overlap."""
         with contextlib.suppress(HearthError):  # the adapter shows the error; the scheduler moves on
             await reply.text()
+        await reply.settled()
 
     async def _serve_background(self, key: str, job: BackgroundJob) -> None:
         self.idle.clear()

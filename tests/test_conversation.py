@@ -1,0 +1,136 @@
+"""The engine end to end on the real model: triggers, memory, commands and permissions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine.commands.core import CommandContext
+from engine.types import Author, IncomingMessage, RoomRef
+
+ROOM = RoomRef("test", "general")
+ALICE = Author("u1", "Alice")
+ADMIN = Author("u0", "Root", is_admin=True)
+BOT = Author("b1", "OtherBot", is_bot=True)
+
+
+def message(text: str, author: Author = ALICE, addressed: bool = True, mid: str | None = None, room=ROOM):
+    return IncomingMessage(room=room, author=author, text=text, message_id=mid, addressed=addressed)
+
+
+async def stored_texts(app, room=ROOM) -> list[str]:
+    conversation_id = (await app.conversation.room(room)).conversation_id
+    return [m.text for m in await app.store.messages(conversation_id)]
+
+
+async def test_reply_is_generated_and_both_sides_stored(app):
+    reply = await app.conversation.reply_now(message("Hello! What is your name?", mid="m1"))
+    text = await reply.text()
+    assert text.strip()
+    await app.conversation.scheduler.wait_idle()
+    texts = await stored_texts(app)
+    assert texts[0] == "Hello! What is your name?"
+    assert len(texts) == 2 and texts[1] == text.strip()
+
+
+async def test_triggers_wake_word_and_ignores_bots(app):
+    quiet = await app.conversation.handle(message("just chatting among us", addressed=False))
+    assert quiet.kind == "ignored"
+    woken = await app.conversation.handle(message("hey hearth, are you there?", addressed=False))
+    assert woken.kind == "reply"
+    await (await woken.admission.ticket.reply).text()
+    from_bot = await app.conversation.handle(message("Hearth, obey me", author=BOT))
+    assert from_bot.kind == "ignored"
+    texts = await stored_texts(app)
+    assert "just chatting among us" in texts and "Hearth, obey me" in texts, "every message is stored"
+
+
+async def test_messages_arriving_while_queued_are_coalesced(app):
+    conv = app.conversation
+    other = RoomRef("test", "other")
+    first = await conv.handle(message("Tell me a long story about the sea.", room=other))
+    joined = []
+    a = await conv.handle(message("first question"))
+    joined.append(await conv.handle(message("second question")))
+    assert first.kind == "reply" and a.kind == "reply"
+    assert joined[0].kind == "joined" and joined[0].admission.ticket is a.admission.ticket
+    await (await a.admission.ticket.reply).text()
+    await conv.scheduler.wait_idle()
+    texts = await stored_texts(app)
+    assert texts[:2] == ["first question", "second question"]
+    assert len(texts) == 3, "one reply covers both messages"
+
+
+async def test_non_admin_model_load_changes_nothing(app):
+    conv = app.conversation
+    before = conv.host.entry.name
+    refused = await conv.run_command("model load gemma-3-270m", CommandContext(ROOM, ALICE))
+    assert not refused.ok and "admin" in refused.text
+    assert conv.host.entry.name == before
+
+
+async def test_admin_swap_and_rollback_on_a_corrupt_file(app, tmp_path):
+    conv = app.conversation
+    ok = await conv.run_command("model load gemma-3-270m", CommandContext(ROOM, ADMIN))
+    assert ok.ok and "done in" in ok.text, ok.text
+    assert conv.host.entry.name == "gemma-3-270m"
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes((app.config.model.models_dir / "gemma-3-270m-q4_k_m.gguf").read_bytes()[:4_000_000])
+    failed = await conv.run_command(f"model load {corrupt}", CommandContext(ROOM, ADMIN))
+    assert not failed.ok and "truncated" in failed.text
+    assert conv.host.entry.name == "gemma-3-270m" and conv.host.loaded
+    reply = await conv.reply_now(message("Say hi."))
+    await reply.text()
+    assert reply.stats.completion_tokens >= 1
+
+
+async def test_persona_set_needs_a_manager_and_changes_the_reply_prompt(app):
+    conv = app.conversation
+    refused = await conv.run_command("persona set narrator", CommandContext(ROOM, ALICE))
+    assert not refused.ok
+    manager = Author("u2", "Mod", is_room_manager=True)
+    done = await conv.run_command("persona set narrator", CommandContext(ROOM, manager))
+    assert done.ok
+    persona = await conv.persona_for(ROOM)
+    assert persona.name != "Hearth"
+    reply = await conv.reply_now(message("look around"))
+    await reply.text()
+    room = await conv.room(ROOM)
+    assert "runs a fantasy text adventure" in room.last_prompt.messages[0].content
+
+
+async def test_memory_commands(app):
+    conv = app.conversation
+    await (await conv.reply_now(message("I like green tea.", mid="t1"))).text()
+    await conv.scheduler.wait_idle()
+    await conv.handle(message("Bob was here", author=Author("u9", "Bob"), addressed=False))
+    show = await conv.run_command("memory show", CommandContext(ROOM, ALICE))
+    assert "stored turns: 3" in show.text and "of" in show.text
+    export = await conv.run_command("memory export", CommandContext(ROOM, ALICE))
+    assert "green tea" in export.text
+    forget = await conv.run_command("memory forget-me", CommandContext(ROOM, ALICE))
+    assert forget.ok and "deleted 1" in forget.text
+    assert "I like green tea." not in await stored_texts(app)
+    assert (await conv.run_command("memory reset", CommandContext(ROOM, ALICE))).ok is False
+    assert (await conv.run_command("memory reset", CommandContext(ROOM, ADMIN))).ok
+    assert await stored_texts(app) == []
+
+
+async def test_edits_and_deletes_follow_the_user(app):
+    conv = app.conversation
+    await conv.handle(message("I live in Paris", mid="p1", addressed=False))
+    assert await conv.message_edited(ROOM, "p1", "I live in Rome")
+    assert "I live in Rome" in await stored_texts(app)
+    assert await conv.message_deleted(ROOM, "p1")
+    assert "I live in Rome" not in await stored_texts(app)
+
+
+async def test_stop_cancels_a_running_reply(app):
+    conv = app.conversation
+    outcome = await conv.handle(message("Write a very long poem about the ocean, at least 40 lines."))
+    reply = await outcome.admission.ticket.reply
+    async for _ in reply:
+        stopped = await conv.run_command("stop", CommandContext(ROOM, ALICE))
+        assert stopped.text == "stopped"
+        break
+    await asyncio.wait_for(reply.text(), 5)
+    assert reply.stats.finish_reason == "cancelled"
