@@ -205,37 +205,42 @@ async def cmd_memory(args: argparse.Namespace, config: HearthConfig) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bot.py", description="hearth: a local-LLM bot for Discord and Matrix")
-    parser.add_argument("--debug", action="store_true", help="verbose logs, with tracebacks")
+    # --config is accepted at every level (`bot.py models list --config X` and
+    # `bot.py --config X models list`); SUPPRESS keeps a deeper level from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="YAML config file (default: built-in defaults)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="verbose logs, with tracebacks")
+    parser = argparse.ArgumentParser(
+        prog="bot.py", description="hearth: a local-LLM bot for Discord and Matrix", parents=[common]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="YAML config file (default: built-in defaults)")
-        return p
+    def leaf(group, name: str, **kwargs) -> argparse.ArgumentParser:
+        return group.add_parser(name, parents=[common], **kwargs)
 
-    chat = with_config(sub.add_parser("chat", help="chat in the terminal"))
+    chat = leaf(sub, "chat", help="chat in the terminal")
     chat.add_argument("--persona", help="persona for this room")
     chat.add_argument("--model", help="model name or path to a .gguf file")
     chat.add_argument("--room", default="console", help="room id; memory is kept per room")
-    with_config(sub.add_parser("run", help="run every adapter enabled in the config"))
-    with_config(sub.add_parser("check", help="validate the config and what it refers to"))
+    leaf(sub, "run", help="run every adapter enabled in the config")
+    leaf(sub, "check", help="validate the config and what it refers to")
 
-    models = with_config(sub.add_parser("models", help="list, inspect or fetch models"))
+    models = leaf(sub, "models", help="list, inspect or fetch models")
     models_sub = models.add_subparsers(dest="models_command", required=True)
-    models_sub.add_parser("list", help="known models, without loading them")
-    models_sub.add_parser("info", help="details of one model").add_argument("name")
-    models_sub.add_parser("pull", help="fetch a catalog model, e.g. 'default'").add_argument("name")
+    leaf(models_sub, "list", help="known models, without loading them")
+    leaf(models_sub, "info", help="details of one model").add_argument("name")
+    leaf(models_sub, "pull", help="fetch a catalog model, e.g. 'default'").add_argument("name")
 
-    personas = with_config(sub.add_parser("personas", help="list, show or import personas"))
+    personas = leaf(sub, "personas", help="list, show or import personas")
     personas_sub = personas.add_subparsers(dest="personas_command", required=True)
-    personas_sub.add_parser("list")
-    personas_sub.add_parser("show").add_argument("name")
-    personas_sub.add_parser("import", help="a persona YAML, or a character card (PNG or JSON)").add_argument("file")
+    leaf(personas_sub, "list")
+    leaf(personas_sub, "show").add_argument("name")
+    leaf(personas_sub, "import", help="a persona YAML, or a character card (PNG or JSON)").add_argument("file")
 
-    memory = with_config(sub.add_parser("memory", help="inspect a room's stored memory"))
+    memory = leaf(sub, "memory", help="inspect a room's stored memory")
     memory_sub = memory.add_subparsers(dest="memory_command", required=True)
     for name in ("show", "export"):
-        memory_sub.add_parser(name).add_argument("--room", required=True, help="room id, or PLATFORM:ROOM")
+        leaf(memory_sub, name).add_argument("--room", required=True, help="room id, or PLATFORM:ROOM")
     return parser
 
 
@@ -251,6 +256,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.config = getattr(args, "config", None)
+    args.debug = getattr(args, "debug", False)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -62,7 +62,8 @@ class PersonaLibrary:
         errors: list[str] = []
         for folder in self._dirs:
             if not folder.is_dir():
-                errors.append(f"{folder}: persona folder does not exist")
+                if folder == BUILTIN_DIR:  # a user folder appears with the first import
+                    errors.append(f"{folder}: persona folder does not exist")
                 continue
             for path in _files(folder, PERSONA_SUFFIXES):
                 try:
