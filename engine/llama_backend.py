@@ -9,6 +9,7 @@ translated into ModelError right here, where they enter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
@@ -29,6 +30,16 @@ from engine.state_cache import RoomState, StateCache, common_prefix, model_ident
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
+
+
+def _return_freed_memory() -> None:
+    """Ask glibc to hand freed model buffers back to the OS.
+
+    Without it, RSS grows with every model swap: glibc keeps the freed KV and compute
+    buffers in its arenas for reuse. Not glibc (macOS, musl)? Then there is nothing to do.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 class LlamaBackend:
@@ -125,6 +136,7 @@ class LlamaBackend:
             llm, self._llm = self._llm, None
             if llm is not None:
                 llm.close()
+        _return_freed_memory()
 
     # -- prompt side ---------------------------------------------------------------------
 
