@@ -312,7 +312,8 @@ class Conversation:
             return
 
         async def compact() -> None:
-            await self.summarizer.run(room.conversation_id, self.history_budget(room), force=force)
+            if await self.summarizer.run(room.conversation_id, self.history_budget(room), force=force):
+                self.host.require().invalidate_room(room.ref.label)  # its prefix changed with the summary
 
         self.scheduler.background(f"summary:{room.ref.label}", compact)
 
