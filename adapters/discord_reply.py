@@ -1,0 +1,153 @@
+"""Showing one streamed reply on Discord: a growing set of messages, edited in place.
+
+Discord caps a message at 2,000 characters, so a reply may span several messages. Each
+render splits the whole text again (code fences stay balanced) and touches only the
+messages whose piece changed: usually just the last one. Every send and edit carries the
+safe ``AllowedMentions``, so nothing the model writes can ping anyone but the person asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+
+from adapters.rendering import EditThrottle, defuse_mentions, keep_typing, split_message, stream_edits
+from engine.reply import ReplyStream
+from errors import HearthError, InternalError, UserError
+
+log = logging.getLogger(__name__)
+
+DISCORD_LIMIT = 2000
+SAFE_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True)
+EMPTY_REPLY = "*(no reply: the model had nothing to say)*"
+ERROR_PREFIX = "⚠️ "
+
+
+def queue_notice(position: int) -> str:
+    return f"⏳ you're #{position} in line…"
+
+
+def error_line(exc: BaseException) -> str:
+    """One short line for the user; the traceback goes to the log, never to the channel."""
+    if isinstance(exc, UserError):
+        detail = str(exc)
+    elif isinstance(exc, InternalError):
+        detail = f"the reply failed: {exc}"
+    else:
+        detail = "the reply failed unexpectedly (details are in the log)"
+    detail = " ".join(detail.split())
+    return ERROR_PREFIX + (detail[:200] + "…" if len(detail) > 200 else detail)
+
+
+class ReplyMessages:
+    """The bot messages that show one reply; the first answers ``reference`` when there is one."""
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        reference: discord.Message | None = None,
+        *,
+        limit: int = DISCORD_LIMIT,
+        on_sent: Callable[[discord.Message], None] | None = None,
+    ) -> None:
+        self.channel = channel
+        self.reference = reference
+        self.limit = limit
+        self.on_sent = on_sent
+        self.messages: list[discord.Message] = []
+        self.shown: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """What the messages currently show, joined (for appending an error line)."""
+        return "\n".join(self.shown)
+
+    async def show(self, text: str) -> None:
+        """Make the messages show ``text``: edit the pieces that changed, send new ones, drop extras."""
+        pieces = split_message(text, self.limit) or [EMPTY_REPLY]
+        for index, piece in enumerate(pieces):
+            if index < len(self.messages):
+                if self.shown[index] != piece:
+                    self.messages[index] = await self.messages[index].edit(
+                        content=piece, allowed_mentions=SAFE_MENTIONS
+                    )
+                    self.shown[index] = piece
+            else:
+                message = await self._send(piece, first=index == 0)
+                self.messages.append(message)
+                self.shown.append(piece)
+                if self.on_sent is not None:
+                    self.on_sent(message)
+        while len(self.messages) > len(pieces):
+            extra = self.messages.pop()
+            self.shown.pop()
+            with contextlib.suppress(discord.HTTPException):
+                await extra.delete()
+
+    async def _send(self, piece: str, *, first: bool) -> discord.Message:
+        if first and self.reference is not None:
+            reference = self.reference.to_reference(fail_if_not_exists=False)
+            return await self.channel.send(piece, reference=reference, allowed_mentions=SAFE_MENTIONS)
+        return await self.channel.send(piece, allowed_mentions=SAFE_MENTIONS)
+
+
+async def deliver_reply(
+    channel: Any,
+    reply: Awaitable[ReplyStream],
+    *,
+    reference: discord.Message | None = None,
+    position: int = 0,
+    edit_interval: float = 1.0,
+    clock: Callable[[], float] | None = None,
+    on_sent: Callable[[discord.Message], None] | None = None,
+    room_label: str = "discord",
+) -> ReplyMessages:
+    """Wait for a queued turn and stream it into messages, with typing kept alive throughout.
+
+    ``reply`` is the ticket's future: it resolves when the room's turn starts. While it waits,
+    a "you're #N in line" notice (when N > 1) becomes the message the reply is later edited into.
+    A failure shows one short error line under whatever text was already written.
+    """
+    messages = ReplyMessages(channel, reference, on_sent=on_sent)
+    finished = asyncio.Event()
+
+    async def send_typing() -> None:
+        await channel.typing()
+
+    typing = asyncio.create_task(keep_typing(send_typing, finished), name="hearth-discord-typing")
+    stream: ReplyStream | None = None
+    try:
+        if position > 1:
+            await messages.show(queue_notice(position))
+        stream = await reply
+        throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
+        final = await stream_edits(stream, messages.show, throttle)
+        if not final:
+            await messages.show(EMPTY_REPLY)
+    except HearthError as exc:
+        original = getattr(exc, "original", None)
+        log.warning("reply in %s failed: %s", room_label, exc, exc_info=original or exc)
+        await _show_error(messages, stream, exc)
+    except discord.HTTPException as exc:
+        log.warning("could not show a reply in %s: %s", room_label, exc)
+    except Exception as exc:
+        log.exception("reply in %s crashed", room_label)
+        await _show_error(messages, stream, exc)
+    finally:
+        finished.set()
+        await typing
+    return messages
+
+
+async def _show_error(messages: ReplyMessages, stream: ReplyStream | None, exc: BaseException) -> None:
+    partial = defuse_mentions(stream.partial_text().strip()) if stream is not None else ""
+    text = f"{partial}\n\n{error_line(exc)}" if partial else error_line(exc)
+    try:
+        await messages.show(text)
+    except discord.HTTPException as http_error:
+        log.warning("could not show the error line either: %s", http_error)
