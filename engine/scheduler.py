@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from engine.reply import ReplyStream
-from errors import BusyError, HearthError, ModelError
+from errors import BusyError, HearthError, ModelError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Scheduler:
             return True
         ticket = self._waiting.pop(room_key, None)
         if ticket is not None and not ticket.reply.done():
-            ticket.reply.set_exception(ModelError("cancelled"))
+            ticket.reply.set_exception(UserError("stopped before the reply began"))
             return True
         return False
 
