@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 
-CARDS_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures" / "cards"
-
 
 @pytest.fixture
-def cards_dir() -> Path:
-    if not CARDS_DIR.is_dir():
-        pytest.skip(f"real card fixtures not found at {CARDS_DIR}")
-    return CARDS_DIR
+def cards_dir(fixtures_dir: Path) -> Path:
+    """The suite-wide fixture locates ../shared/fixtures/cards and skips when it is absent."""
+    return fixtures_dir
 
 
 @pytest.fixture
