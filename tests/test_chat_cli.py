@@ -38,3 +38,10 @@ def test_models_list_without_loading(config_file):
     result = run_bot("models", "list", "--config", str(config_file()))
     assert result.returncode == 0
     assert "Q4_1" in result.stdout and "gemma3" in result.stdout
+
+
+def test_run_without_adapters_is_one_clear_line(config_file):
+    result = run_bot("run", "--config", str(config_file()))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "no adapter is enabled" in result.stderr
