@@ -89,3 +89,12 @@ def test_no_config_file_uses_defaults():
     assert config.model.n_ctx == 2048
     assert config.matrix.command_prefix == "!hearth"
     assert config.database.url == "sqlite+aiosqlite:///data/hearth.db"
+
+
+def test_example_config_documents_valid_keys():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "config.example.yaml"
+    config = load_config(example, env={})
+    assert config.matrix.command_prefix == "!hearth"
+    assert config.model.sampling.repeat_penalty == 1.15
