@@ -5,7 +5,18 @@ Imports nothing of engine, personas or adapters; the engine calls in.
 
 from __future__ import annotations
 
-from memory.store import DEFAULT_DATABASE_URL, MemoryStore
-from memory.types import ConversationKey, RoomSettings, StoredMessage, Summary
+from memory.database import DEFAULT_DATABASE_URL
+from memory.export import EXPORT_FORMAT
+from memory.store import MemoryStore
+from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
-__all__ = ["DEFAULT_DATABASE_URL", "ConversationKey", "MemoryStore", "RoomSettings", "StoredMessage", "Summary"]
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "EXPORT_FORMAT",
+    "ROLES",
+    "ConversationKey",
+    "MemoryStore",
+    "RoomSettings",
+    "StoredMessage",
+    "Summary",
+]

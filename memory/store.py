@@ -1,57 +1,70 @@
 """The memory store: conversations, messages, summaries, settings, users and adapter state.
 
-SQLAlchemy 2 async ORM over aiosqlite (or asyncpg: the SQL stays portable). SQLite runs
-in WAL mode with a busy timeout, and writes are serialized by one asyncio lock, so many
-rooms writing at once never see "database is locked". Transactions are short: one
-method, one transaction. Database failures leave as StorageError, with the URL's
-password masked.
+SQLAlchemy 2 async ORM over aiosqlite (or asyncpg: the SQL here stays portable). One
+method is one short transaction. Writes go one at a time through an asyncio lock, and
+on SQLite each takes the write lock up front (see ``memory.database``), so many rooms
+writing at once never see "database is locked". Database failures leave as
+StorageError, with any password in the URL masked.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+import json
+import re
+from asyncio import Lock
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import delete, event, func, select, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from errors import StorageError
-from memory.migrate import upgrade_connection
-from memory.schema import (
-    ConversationRow,
-    MessageRow,
-    PlatformStateRow,
-    RoomSettingsRow,
-    SummaryRow,
-    UserRow,
+from memory.database import (
+    DB_ERRORS,
+    DEFAULT_DATABASE_URL,
+    WRITE_OPTION,
+    mask,
+    open_engine,
+    parse_url,
+    safe_url,
 )
-from memory.types import ConversationKey, RoomSettings, StoredMessage, Summary
+from memory.export import export_document
+from memory.migrate import upgrade
+from memory.schema import ConversationRow, MessageRow, PlatformStateRow, RoomSettingsRow, SummaryRow, UserRow
+from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///data/hearth.db"
+__all__ = ["DEFAULT_DATABASE_URL", "MemoryStore"]
+
 SETTINGS_FIELDS = ("persona", "trigger_mode", "sampling", "extra")
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
-def _translated(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Turn SQLAlchemy failures into StorageError at the store's edge."""
+
+def clean_text(text: str) -> str:
+    """Make chat text storable anywhere: PostgreSQL refuses NUL, and no UTF-8 codec takes a lone
+    surrogate (a Matrix event can carry one through a JSON ``\\ud83d`` escape)."""
+    return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+
+
+def _translated(
+    method: Callable[Concatenate[MemoryStore, P], Awaitable[T]],
+) -> Callable[Concatenate[MemoryStore, P], Awaitable[T]]:
+    """Turn database failures into StorageError at the store's edge."""
 
     @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(store: MemoryStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await method(*args, **kwargs)
-        except SQLAlchemyError as exc:
-            store = args[0]
-            raise StorageError(
-                f"database error on {store.safe_url} during {method.__name__}: {type(exc).__name__}", original=exc
-            ) from exc
+            return await method(store, *args, **kwargs)
+        except (*DB_ERRORS, UnicodeError) as exc:
+            detail = getattr(exc, "orig", None) or exc  # the driver's own words, never the SQL or its parameters
+            message = f"database error on {store.safe_url} in {method.__name__}: {type(exc).__name__}: {detail}"
+            raise StorageError(mask(message, store._url), original=exc) from exc
 
     return wrapper
 
@@ -69,6 +82,7 @@ def _message(row: MessageRow) -> StoredMessage:
         edited=row.edited,
         deleted=row.deleted,
         token_count=row.token_count,
+        edited_at=row.edited_at,
     )
 
 
@@ -76,88 +90,127 @@ def _summary(row: SummaryRow) -> Summary:
     return Summary(row.conversation_id, row.text, row.covers_through_id, row.stale, row.updated_at)
 
 
+def _settings(row: RoomSettingsRow | None) -> RoomSettings:
+    if row is None:
+        return RoomSettings()
+    return RoomSettings(row.persona, row.trigger_mode, dict(row.sampling or {}), dict(row.extra or {}))
+
+
+def _key_filter(key: ConversationKey) -> Select[tuple[int]]:
+    return select(ConversationRow.id).where(
+        ConversationRow.platform == key.platform,
+        ConversationRow.room_id == key.room_id,
+        ConversationRow.thread_id == (key.thread_id or ""),
+    )
+
+
+def _by_platform_id(conversation_id: int, platform_message_id: str) -> Select[tuple[MessageRow]]:
+    """The newest row with that platform id (a platform may reuse an id after a resend)."""
+    return (
+        select(MessageRow)
+        .where(MessageRow.conversation_id == conversation_id, MessageRow.platform_message_id == platform_message_id)
+        .order_by(MessageRow.id.desc())
+        .limit(1)
+    )
+
+
 class MemoryStore:
     """Everything hearth remembers. ``start()`` opens and migrates; ``close()`` releases."""
 
     def __init__(self, url: str = DEFAULT_DATABASE_URL) -> None:
+        self._url = parse_url(url)
         self.url = url
-        parsed = make_url(url)
-        self.safe_url = parsed.render_as_string(hide_password=True)
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.safe_url = safe_url(self._url)
         self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
-        self._write_lock = asyncio.Lock()
+        self._reads: async_sessionmaker[AsyncSession] | None = None
+        self._writes: async_sessionmaker[AsyncSession] | None = None
+        # One writer at a time in this process: on SQLite that is what the file allows anyway,
+        # and on any backend it keeps the get-or-create and upsert methods free of races.
+        self._write_lock = Lock()
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise StorageError("the memory store is not started")
+        return self._engine
+
     async def start(self) -> None:
-        parsed = make_url(self.url)
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        """Open the database and migrate it to head. Safe to call twice."""
+        if self._engine is not None:
+            return
         try:
-            self._engine = create_async_engine(self.url)
-            if self.is_sqlite:
-                event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
-            async with self._engine.begin() as connection:
-                await connection.run_sync(upgrade_connection)
-        except (SQLAlchemyError, OSError) as exc:
-            raise StorageError(f"cannot open the database {self.safe_url}: {exc}", original=exc) from exc
-        self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            engine = open_engine(self._url)
+        except (*DB_ERRORS, OSError, ImportError) as exc:
+            message = f"cannot open the database {self.safe_url}: {type(exc).__name__}: {exc}"
+            raise StorageError(mask(message, self._url), original=exc) from exc
+        try:
+            await upgrade(engine)
+        except StorageError:
+            await engine.dispose()
+            raise
+        except Exception as exc:  # a driver, a file, or a broken migration script: the store is unusable
+            await engine.dispose()
+            message = f"cannot open the database {self.safe_url}: {type(exc).__name__}: {getattr(exc, 'orig', exc)}"
+            raise StorageError(mask(message, self._url), original=exc) from exc
+        self._engine = engine
+        self._reads = async_sessionmaker(engine, expire_on_commit=False)
+        self._writes = async_sessionmaker(engine, expire_on_commit=False, execution_options={WRITE_OPTION: True})
 
     async def close(self) -> None:
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        engine, self._engine, self._reads, self._writes = self._engine, None, None, None
+        if engine is not None:
+            await engine.dispose()
 
-    def _session(self) -> AsyncSession:
-        if self._sessions is None:
+    def _read(self) -> AsyncSession:
+        if self._reads is None:
             raise StorageError("the memory store is not started")
-        return self._sessions()
+        return self._reads()
 
     async def _write(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """One short write transaction, serialized so SQLite never reports a lock."""
-        async with self._write_lock, self._session() as session, session.begin():
+        if self._writes is None:
+            raise StorageError("the memory store is not started")
+        async with self._write_lock, self._writes() as session, session.begin():
             return await work(session)
 
     # -- conversations ------------------------------------------------------------------
 
     @_translated
     async def find_conversation(self, key: ConversationKey) -> int | None:
-        async with self._session() as session:
-            return await session.scalar(
-                select(ConversationRow.id).where(
-                    ConversationRow.platform == key.platform,
-                    ConversationRow.room_id == key.room_id,
-                    ConversationRow.thread_id == (key.thread_id or ""),
-                )
-            )
+        async with self._read() as session:
+            return await session.scalar(_key_filter(key))
 
     @_translated
     async def conversation_id(self, key: ConversationKey) -> int:
+        """Get or create. Looks first without the write lock: nearly every call finds one."""
         found = await self.find_conversation(key)
         if found is not None:
             return found
 
         async def create(session: AsyncSession) -> int:
-            existing = await session.scalar(
-                select(ConversationRow.id).where(
-                    ConversationRow.platform == key.platform,
-                    ConversationRow.room_id == key.room_id,
-                    ConversationRow.thread_id == (key.thread_id or ""),
-                )
-            )
+            existing = await session.scalar(_key_filter(key))
             if existing is not None:
                 return existing
-            row = ConversationRow(platform=key.platform, room_id=key.room_id, thread_id=key.thread_id or "")
+            row = ConversationRow(
+                platform=key.platform, room_id=key.room_id, thread_id=key.thread_id or "", created_at=datetime.now(UTC)
+            )
             session.add(row)
             await session.flush()
             return row.id
 
-        return await self._write(create)
+        try:
+            return await self._write(create)
+        except IntegrityError:  # another process created it between our look and our insert
+            found = await self.find_conversation(key)
+            if found is None:
+                raise
+            return found
 
     @_translated
     async def conversations(self) -> list[tuple[int, ConversationKey]]:
-        async with self._session() as session:
+        async with self._read() as session:
             rows = (await session.scalars(select(ConversationRow).order_by(ConversationRow.id))).all()
         return [(r.id, ConversationKey(r.platform, r.room_id, r.thread_id or None)) for r in rows]
 
@@ -175,18 +228,21 @@ class MemoryStore:
         platform_message_id: str | None = None,
         token_count: int | None = None,
     ) -> StoredMessage:
-        if role not in ("user", "assistant", "system"):
-            raise ValueError(f"unknown role {role!r}")
+        """Store one message. NUL is dropped and lone surrogates become U+FFFD (see clean_text)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")
 
         async def add(session: AsyncSession) -> StoredMessage:
             row = MessageRow(
                 conversation_id=conversation_id,
                 role=role,
                 author_id=author_id,
-                author_name=author_name,
-                text=text.replace("\x00", ""),
+                author_name=clean_text(author_name),
+                text=clean_text(text),
                 platform_message_id=platform_message_id,
                 created_at=datetime.now(UTC),
+                edited=False,
+                deleted=False,
                 token_count=token_count,
             )
             session.add(row)
@@ -204,52 +260,53 @@ class MemoryStore:
         last: int | None = None,
         include_deleted: bool = False,
     ) -> list[StoredMessage]:
+        """Oldest first. ``after_id``: only ids above it; ``last``: only the newest N of those."""
+        if last is not None and last < 0:
+            raise ValueError("last must be >= 0")
         query = select(MessageRow).where(MessageRow.conversation_id == conversation_id)
         if after_id is not None:
             query = query.where(MessageRow.id > after_id)
         if not include_deleted:
             query = query.where(MessageRow.deleted.is_(False))
-        newest_first = last is not None  # "the last N" is read newest-first, then put back in order
-        query = query.order_by(MessageRow.id.desc()).limit(last) if newest_first else query.order_by(MessageRow.id)
-        async with self._session() as session:
+        # for `last`, read newest-first so LIMIT keeps the newest, then put them back in order
+        query = query.order_by(MessageRow.id.desc()).limit(last) if last is not None else query.order_by(MessageRow.id)
+        async with self._read() as session:
             rows = (await session.scalars(query)).all()
         result = [_message(r) for r in rows]
-        return result[::-1] if newest_first else result
+        return result[::-1] if last is not None else result
 
     @_translated
     async def count_messages(self, conversation_id: int) -> int:
-        async with self._session() as session:
-            return await session.scalar(
+        """Messages not deleted."""
+        async with self._read() as session:
+            count = await session.scalar(
                 select(func.count(MessageRow.id)).where(
                     MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False)
                 )
-            ) or 0
+            )
+        return count or 0
 
     @_translated
     async def get_message(self, conversation_id: int, platform_message_id: str) -> StoredMessage | None:
-        async with self._session() as session:
-            row = await session.scalar(self._by_platform_id(conversation_id, platform_message_id))
+        async with self._read() as session:
+            row = await session.scalar(_by_platform_id(conversation_id, platform_message_id))
         return _message(row) if row else None
 
-    @staticmethod
-    def _by_platform_id(conversation_id: int, platform_message_id: str):
-        return (
-            select(MessageRow)
-            .where(MessageRow.conversation_id == conversation_id)
-            .where(MessageRow.platform_message_id == platform_message_id)
-            .order_by(MessageRow.id.desc())
-            .limit(1)
-        )
+    async def _change(
+        self, conversation_id: int, query: Select[tuple[MessageRow]], apply: Callable[[MessageRow], None]
+    ) -> StoredMessage | None:
+        """Change one message; a summary that already folded it in no longer tells the truth."""
 
-    async def _change(self, conversation_id: int, row_query, apply: Callable[[MessageRow], None]):
         async def work(session: AsyncSession) -> StoredMessage | None:
-            row = await session.scalar(row_query)
+            row = await session.scalar(query)
             if row is None:
                 return None
             apply(row)
-            summary = await session.scalar(select(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
-            if summary is not None and row.id <= summary.covers_through_id:
-                summary.stale = True
+            await session.execute(
+                update(SummaryRow)
+                .where(SummaryRow.conversation_id == conversation_id, SummaryRow.covers_through_id >= row.id)
+                .values(stale=True)
+            )
             await session.flush()
             return _message(row)
 
@@ -257,24 +314,28 @@ class MemoryStore:
 
     @_translated
     async def edit_message(self, conversation_id: int, platform_message_id: str, new_text: str) -> StoredMessage | None:
+        """Replace the text; None if no such message. The old token count no longer applies."""
+
         def apply(row: MessageRow) -> None:
-            row.text = new_text.replace("\x00", "")
+            row.text = clean_text(new_text)
             row.edited = True
             row.edited_at = datetime.now(UTC)
             row.token_count = None
 
-        return await self._change(conversation_id, self._by_platform_id(conversation_id, platform_message_id), apply)
+        return await self._change(conversation_id, _by_platform_id(conversation_id, platform_message_id), apply)
 
     @_translated
     async def delete_message(self, conversation_id: int, platform_message_id: str) -> StoredMessage | None:
+        """Soft delete: the row stays (so edits after a delete still resolve) but is never shown again."""
+
         def apply(row: MessageRow) -> None:
             row.deleted = True
 
-        return await self._change(conversation_id, self._by_platform_id(conversation_id, platform_message_id), apply)
+        return await self._change(conversation_id, _by_platform_id(conversation_id, platform_message_id), apply)
 
     @_translated
     async def delete_message_by_id(self, conversation_id: int, message_id: int) -> StoredMessage | None:
-        """Soft-delete by hearth's own id (bot replies have no platform id before they are sent)."""
+        """Soft-delete by hearth's own id (a bot reply has no platform id before it is sent)."""
         query = select(MessageRow).where(MessageRow.conversation_id == conversation_id, MessageRow.id == message_id)
 
         def apply(row: MessageRow) -> None:
@@ -284,6 +345,8 @@ class MemoryStore:
 
     @_translated
     async def set_platform_message_id(self, message_id: int, platform_message_id: str) -> None:
+        """Attach the platform's id once a stored reply has actually been sent."""
+
         async def work(session: AsyncSession) -> None:
             await session.execute(
                 update(MessageRow).where(MessageRow.id == message_id).values(platform_message_id=platform_message_id)
@@ -293,6 +356,8 @@ class MemoryStore:
 
     @_translated
     async def set_token_count(self, message_id: int, count: int) -> None:
+        """Cache a count in the model's tokens, so context assembly need not tokenize again."""
+
         async def work(session: AsyncSession) -> None:
             await session.execute(update(MessageRow).where(MessageRow.id == message_id).values(token_count=count))
 
@@ -302,18 +367,20 @@ class MemoryStore:
 
     @_translated
     async def summary(self, conversation_id: int) -> Summary | None:
-        async with self._session() as session:
+        async with self._read() as session:
             row = await session.scalar(select(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
         return _summary(row) if row else None
 
     @_translated
     async def save_summary(self, conversation_id: int, text: str, covers_through_id: int) -> Summary:
+        """Insert or replace the room's summary; a fresh one is never stale."""
+
         async def work(session: AsyncSession) -> Summary:
             row = await session.scalar(select(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
             if row is None:
-                row = SummaryRow(conversation_id=conversation_id, text=text, covers_through_id=covers_through_id)
+                row = SummaryRow(conversation_id=conversation_id)
                 session.add(row)
-            row.text, row.covers_through_id, row.stale = text, covers_through_id, False
+            row.text, row.covers_through_id, row.stale = clean_text(text), covers_through_id, False
             row.updated_at = datetime.now(UTC)
             await session.flush()
             return _summary(row)
@@ -340,27 +407,25 @@ class MemoryStore:
 
     @_translated
     async def room_settings(self, conversation_id: int) -> RoomSettings:
-        async with self._session() as session:
+        """The room's overrides; all defaults if none were ever set."""
+        async with self._read() as session:
             row = await session.get(RoomSettingsRow, conversation_id)
-        if row is None:
-            return RoomSettings()
-        return RoomSettings(row.persona, row.trigger_mode, dict(row.sampling or {}), dict(row.extra or {}))
+        return _settings(row)
 
     @_translated
     async def update_room_settings(self, conversation_id: int, **changes: Any) -> RoomSettings:
-        unknown = set(changes) - set(SETTINGS_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown room setting(s): {', '.join(sorted(unknown))}")
+        """Change only the named fields. ``sampling``/``extra`` are replaced whole (None clears)."""
+        values = _checked_settings(changes)
 
         async def work(session: AsyncSession) -> RoomSettings:
             row = await session.get(RoomSettingsRow, conversation_id)
             if row is None:
                 row = RoomSettingsRow(conversation_id=conversation_id, sampling={}, extra={})
                 session.add(row)
-            for name, value in changes.items():
-                setattr(row, name, dict(value) if name in ("sampling", "extra") else value)
+            for name, value in values.items():
+                setattr(row, name, value)
             await session.flush()
-            return RoomSettings(row.persona, row.trigger_mode, dict(row.sampling or {}), dict(row.extra or {}))
+            return _settings(row)
 
         return await self._write(work)
 
@@ -368,6 +433,8 @@ class MemoryStore:
 
     @_translated
     async def reset(self, conversation_id: int) -> int:
+        """Hard-delete the room's messages (deleted ones too) and its summary; settings stay."""
+
         async def work(session: AsyncSession) -> int:
             result = await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
             await session.execute(delete(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
@@ -377,6 +444,8 @@ class MemoryStore:
 
     @_translated
     async def forget_author(self, conversation_id: int, author_id: str) -> int:
+        """Hard-delete one author's messages here. The summary may quote them, so it goes stale."""
+
         async def work(session: AsyncSession) -> int:
             result = await session.execute(
                 delete(MessageRow).where(
@@ -393,50 +462,37 @@ class MemoryStore:
 
     @_translated
     async def export(self, conversation_id: int) -> dict[str, Any]:
-        async with self._session() as session:
+        """The room as one JSON-serializable dict, read in one transaction (one consistent snapshot)."""
+        async with self._read() as session:
             conversation = await session.get(ConversationRow, conversation_id)
-        if conversation is None:
-            raise StorageError(f"no conversation {conversation_id}")
-        settings = await self.room_settings(conversation_id)
-        summary = await self.summary(conversation_id)
-        messages = await self.messages(conversation_id)
-        return {
-            "conversation": {
-                "platform": conversation.platform,
-                "room_id": conversation.room_id,
-                "thread_id": conversation.thread_id or None,
-            },
-            "settings": {
-                "persona": settings.persona,
-                "trigger_mode": settings.trigger_mode,
-                "sampling": settings.sampling,
-            },
-            "summary": None
-            if summary is None
-            else {"text": summary.text, "covers_through_id": summary.covers_through_id, "stale": summary.stale},
-            "messages": [
-                {
-                    "id": m.id,
-                    "role": m.role,
-                    "author_id": m.author_id,
-                    "author_name": m.author_name,
-                    "text": m.text,
-                    "platform_message_id": m.platform_message_id,
-                    "created_at": m.created_at.isoformat(),
-                    "edited": m.edited,
-                }
-                for m in messages
-            ],
-        }
+            if conversation is None:
+                raise StorageError(f"no conversation {conversation_id}")
+            settings = await session.get(RoomSettingsRow, conversation_id)
+            summary = await session.scalar(select(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
+            rows = (
+                await session.scalars(
+                    select(MessageRow)
+                    .where(MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False))
+                    .order_by(MessageRow.id)
+                )
+            ).all()
+        key = ConversationKey(conversation.platform, conversation.room_id, conversation.thread_id or None)
+        return export_document(
+            conversation_id, key, _settings(settings), _summary(summary) if summary else None, map(_message, rows)
+        )
 
     # -- users and adapter state ----------------------------------------------------------
 
     @_translated
     async def upsert_user(self, platform: str, user_id: str, display_name: str) -> None:
+        display_name = clean_text(display_name)
+
         async def work(session: AsyncSession) -> None:
             row = await session.scalar(select(UserRow).where(UserRow.platform == platform, UserRow.user_id == user_id))
             if row is None:
-                session.add(UserRow(platform=platform, user_id=user_id, display_name=display_name))
+                session.add(
+                    UserRow(platform=platform, user_id=user_id, display_name=display_name, updated_at=datetime.now(UTC))
+                )
             elif row.display_name != display_name:
                 row.display_name, row.updated_at = display_name, datetime.now(UTC)
 
@@ -444,14 +500,15 @@ class MemoryStore:
 
     @_translated
     async def display_name(self, platform: str, user_id: str) -> str | None:
-        async with self._session() as session:
+        async with self._read() as session:
             return await session.scalar(
                 select(UserRow.display_name).where(UserRow.platform == platform, UserRow.user_id == user_id)
             )
 
     @_translated
     async def get_state(self, namespace: str, key: str) -> str | None:
-        async with self._session() as session:
+        """A durable adapter value, e.g. ("matrix", "next_batch")."""
+        async with self._read() as session:
             row = await session.get(PlatformStateRow, (namespace, key))
         return row.value if row else None
 
@@ -467,11 +524,24 @@ class MemoryStore:
         await self._write(work)
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    """WAL lets readers run beside the writer; NORMAL sync is durable at each WAL commit."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Refuse bad settings before they reach the database, as ValueError (a caller's mistake)."""
+    unknown = set(changes) - set(SETTINGS_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown room setting(s): {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name in ("persona", "trigger_mode"):
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a string or None, not {type(value).__name__}")
+            values[name] = value
+            continue
+        if value is not None and not isinstance(value, Mapping):
+            raise ValueError(f"{name} must be a mapping or None, not {type(value).__name__}")
+        value = dict(value or {})
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be JSON-serializable: {exc}") from exc
+        values[name] = value
+    return values

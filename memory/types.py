@@ -1,4 +1,7 @@
-"""Frozen values the store hands out, so callers never hold live ORM rows across sessions."""
+"""Frozen values the store hands out, so callers never hold live ORM rows across sessions.
+
+Timestamps are aware UTC datetimes on every backend.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+ROLES = ("user", "assistant", "system")
+
 
 @dataclass(frozen=True)
 class ConversationKey:
+    """Where a conversation lives. ``thread_id`` None means the room itself, not a thread."""
+
     platform: str
     room_id: str
     thread_id: str | None = None
@@ -27,6 +34,7 @@ class StoredMessage:
     edited: bool
     deleted: bool
     token_count: int | None
+    edited_at: datetime | None = None
 
 
 @dataclass(frozen=True)

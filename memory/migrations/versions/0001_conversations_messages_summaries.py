@@ -28,9 +28,7 @@ def upgrade() -> None:
     op.create_table(
         "messages",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("conversation_id", sa.Integer, sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False),
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("author_id", sa.String(255), nullable=False),
         sa.Column("author_name", sa.String(255), nullable=False),
