@@ -115,6 +115,7 @@ class MatrixConfig(_Section):
     msgtype: Literal["m.text", "m.notice"] = "m.text"
     encryption: bool = False
     max_attachment_kb: int = Field(256, ge=1)
+    store_dir: str = "data/matrix"
 
     @model_validator(mode="after")
     def _credentials_when_enabled(self) -> MatrixConfig:

@@ -16,32 +16,23 @@ from typing import Any
 
 import discord
 
-from adapters.rendering import EditThrottle, defuse_mentions, keep_typing, split_message, stream_edits
+from adapters.rendering import (
+    EMPTY_REPLY,
+    EditThrottle,
+    defuse_mentions,
+    error_line,
+    keep_typing,
+    queue_notice,
+    split_message,
+    stream_edits,
+)
 from engine.reply import ReplyStream
-from errors import HearthError, InternalError, UserError
+from errors import HearthError
 
 log = logging.getLogger(__name__)
 
 DISCORD_LIMIT = 2000
 SAFE_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True)
-EMPTY_REPLY = "*(no reply: the model had nothing to say)*"
-ERROR_PREFIX = "⚠️ "
-
-
-def queue_notice(position: int) -> str:
-    return f"⏳ you're #{position} in line…"
-
-
-def error_line(exc: BaseException) -> str:
-    """One short line for the user; the traceback goes to the log, never to the channel."""
-    if isinstance(exc, UserError):
-        detail = str(exc)
-    elif isinstance(exc, InternalError):
-        detail = f"the reply failed: {exc}"
-    else:
-        detail = "the reply failed unexpectedly (details are in the log)"
-    detail = " ".join(detail.split())
-    return ERROR_PREFIX + (detail[:200] + "…" if len(detail) > 200 else detail)
 
 
 class ReplyMessages:

@@ -13,10 +13,30 @@ import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 
+from errors import InternalError, UserError
+
 UNFINISHED_MARKER = " ▌"
 ZERO_WIDTH_SPACE = "\u200b"
 _MASS_MENTION = re.compile(r"@(everyone|here|room)\b", re.IGNORECASE)
 _FENCE = re.compile(r"^\s*(```|~~~)(.*)$")
+EMPTY_REPLY = "*(no reply: the model had nothing to say)*"
+ERROR_PREFIX = "⚠️ "
+
+
+def queue_notice(position: int) -> str:
+    return f"⏳ you're #{position} in line…"
+
+
+def error_line(exc: BaseException) -> str:
+    """One short line for the user; the traceback goes to the log, never to the chat."""
+    if isinstance(exc, UserError):
+        detail = str(exc)
+    elif isinstance(exc, InternalError):
+        detail = f"the reply failed: {exc}"
+    else:
+        detail = "the reply failed unexpectedly (details are in the log)"
+    detail = " ".join(detail.split())
+    return ERROR_PREFIX + (detail[:200] + "…" if len(detail) > 200 else detail)
 
 
 def defuse_mentions(text: str) -> str:

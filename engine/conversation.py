@@ -144,18 +144,7 @@ class Conversation:
         if command is not None:
             ctx = CommandContext(msg.room, msg.author, msg.attachments)
             return Outcome("command", command=await self.commands.process(command, ctx))
-        room = await self.room(msg.room)
-        text = self._message_text(msg)
-        await self.store.append(
-            room.conversation_id,
-            role="user",
-            author_id=msg.author.id,
-            author_name=msg.author.display_name,
-            text=text,
-            platform_message_id=msg.message_id,
-        )
-        room.last_user = msg.author.display_name
-        room.speakers.add(msg.author.display_name)
+        await self.remember(msg)
         if not await self.is_triggered(msg):
             return Outcome("ignored")
         try:
@@ -163,6 +152,25 @@ class Conversation:
         except BusyError as exc:
             return Outcome("busy", notice=str(exc))
         return Outcome("joined" if admission.joined_existing else "reply", admission=admission)
+
+    async def remember(self, msg: IncomingMessage) -> None:
+        """Store ``msg`` as context without answering it (history a bot sees when it joins late)."""
+        room = await self.room(msg.room)
+        await self.store.append(
+            room.conversation_id,
+            role="user",
+            author_id=msg.author.id,
+            author_name=msg.author.display_name,
+            text=self._message_text(msg),
+            platform_message_id=msg.message_id,
+        )
+        room.last_user = msg.author.display_name
+        room.speakers.add(msg.author.display_name)
+
+    async def already_stored(self, ref: RoomRef, message_id: str) -> bool:
+        """True if this platform message is in memory: a replayed event must not be answered twice."""
+        room = await self.room(ref)
+        return await self.store.get_message(room.conversation_id, message_id) is not None
 
     async def message_edited(self, ref: RoomRef, message_id: str, new_text: str) -> bool:
         """A user edited a message: memory follows (a covered summary is marked stale)."""

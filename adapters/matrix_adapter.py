@@ -1,0 +1,412 @@
+"""The Matrix adapter: matrix-nio events in, engine values through, streamed edits out.
+
+It translates and renders; the engine decides. A room event becomes an ``IncomingMessage``
+(``matrix_mapping``), the engine's ``Outcome`` becomes one event edited as the reply streams
+(``matrix_reply``), and ``!hearth …`` lines go to the shared command core. Matrix-specific
+work lives here: the sync loop and its durable token, auto-join, power levels, threads,
+attachments and end-to-end encryption.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nio import (
+    AsyncClient,
+    InviteMemberEvent,
+    JoinResponse,
+    MatrixRoom,
+    MegolmEvent,
+    ProfileGetDisplayNameResponse,
+    RedactionEvent,
+    RoomGetEventResponse,
+    RoomGetStateResponse,
+    RoomMessageMedia,
+    RoomMessageNotice,
+    RoomMessageText,
+    SyncResponse,
+)
+from nio.events.room_events import RoomEncryptedMedia
+
+from adapters.matrix_attachments import read_attachment
+from adapters.matrix_mapping import (
+    PLATFORM,
+    creators_of,
+    creators_privileged,
+    edit_target,
+    effective_power,
+    inviter_allowed,
+    is_addressed,
+    is_admin,
+    readable_text,
+    replied_to,
+    room_for,
+    thread_root,
+)
+from adapters.matrix_render import preformatted_content, text_content, with_relation
+from adapters.matrix_reply import deliver_reply, send_event
+from adapters.matrix_session import SessionState, log_in, make_client
+from engine.commands.core import CommandContext, CommandResult
+from engine.types import Attachment, Author, IncomingMessage, RoomRef
+from errors import HearthError, InternalError
+
+if TYPE_CHECKING:
+    from config import MatrixConfig
+    from engine.conversation import Conversation, Outcome
+    from memory import MemoryStore
+
+log = logging.getLogger(__name__)
+
+SYNC_TIMEOUT_MS = 30_000
+OWN_EVENTS_KEPT = 2000
+LATE_JOIN_GRACE_MS = 60_000  # history older than this before our join is context, not a question
+MONOSPACE_OUTPUT = ("model list",)
+CANT_READ = "I can only read text and text files, so I can't read that, sorry."
+Callback = Callable[..., Coroutine[Any, Any, None]]
+
+
+class MatrixAdapter:
+    """Connects one Matrix account to the engine. ``start()`` returns after the first sync."""
+
+    def __init__(
+        self,
+        conversation: Conversation,
+        store: MemoryStore,
+        config: MatrixConfig,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.conversation = conversation
+        self.config = config
+        self.clock = clock
+        self.state = SessionState(store, config.user_id)
+        self.client: AsyncClient = make_client(
+            config.homeserver, config.user_id, Path(config.store_dir), config.encryption
+        )
+        self.display_name: str | None = None
+        self._own_ids: deque[str] = deque(maxlen=OWN_EVENTS_KEPT)
+        self._own_set: set[str] = set()
+        self._joined_at_ms: dict[str, int] = {}
+        self._room_creators: dict[str, frozenset[str]] = {}
+        self._catching_up = False
+        self._sync_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.synced = asyncio.Event()
+
+    @property
+    def user_id(self) -> str:
+        return self.client.user_id
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Log in, catch up from the stored sync token, then keep syncing in a task."""
+        config = self.config
+        try:
+            await log_in(
+                self.client,
+                self.state,
+                password=config.password.get_secret_value() if config.password else None,
+                access_token=config.access_token.get_secret_value() if config.access_token else None,
+                device_name=config.device_name,
+            )
+        except HearthError:
+            await self.client.close()
+            raise
+        profile = await self.client.get_displayname()
+        if isinstance(profile, ProfileGetDisplayNameResponse):
+            self.display_name = profile.displayname
+        self._register_callbacks()
+        token = await self.state.get("next_batch")
+        # A first start has no token: the history it syncs is old, so it is not answered.
+        self._catching_up = token is None
+        response = await self.client.sync(timeout=0, since=token, full_state=True)
+        if not isinstance(response, SyncResponse):
+            await self.client.close()
+            raise InternalError(f"the first Matrix sync failed: {getattr(response, 'message', response)}")
+        self._catching_up = False
+        await self._after_sync(response)
+        if self.client.olm is not None:
+            log.info(
+                "matrix: E2EE on; device %s, fingerprint %s",
+                self.client.device_id,
+                self.client.olm.account.identity_keys["ed25519"],
+            )
+        log.info("matrix: connected as %s (%d room(s))", self.user_id, len(self.client.rooms))
+        self._sync_task = asyncio.create_task(self._sync_forever(), name="hearth-matrix-sync")
+
+    async def close(self) -> None:
+        """Stop syncing; replies still being written are cancelled (their turns are stored)."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sync_task
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+    def _register_callbacks(self) -> None:
+        self.client.add_event_callback(self._guarded(self._on_invite), InviteMemberEvent)
+        self.client.add_event_callback(self._guarded(self._on_message), (RoomMessageText, RoomMessageNotice))
+        self.client.add_event_callback(self._guarded(self._on_media), (RoomMessageMedia, RoomEncryptedMedia))
+        self.client.add_event_callback(self._guarded(self._on_redaction), RedactionEvent)
+        self.client.add_event_callback(self._guarded(self._on_undecryptable), MegolmEvent)
+
+    def _guarded(self, handler: Callback) -> Callback:
+        """An exception in one event must not stop the sync that delivered it."""
+
+        async def run(room: MatrixRoom, event: Any) -> None:
+            try:
+                await handler(room, event)
+            except HearthError as exc:
+                log.warning("matrix: could not handle an event in %s: %s", room.room_id, exc)
+            except Exception:
+                log.exception("matrix: handling an event in %s crashed", room.room_id)
+
+        return run
+
+    async def _sync_forever(self) -> None:
+        """Long-poll forever; nio retries lost connections itself, and errors back off here."""
+        backoff = 1.0
+        while True:
+            try:
+                response = await self.client.sync(timeout=SYNC_TIMEOUT_MS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("matrix: sync failed (%s); retrying in %.0f s", type(exc).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            if isinstance(response, SyncResponse):
+                backoff = 1.0
+                try:
+                    await self._after_sync(response)
+                except HearthError as exc:
+                    log.warning("matrix: after-sync work failed: %s", exc)
+            else:
+                log.warning("matrix: sync error %s; retrying in %.0f s", getattr(response, "message", ""), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    async def _after_sync(self, response: SyncResponse) -> None:
+        """Persist the token (the events it covers were handled) and do the E2EE key chores."""
+        await self.state.set("next_batch", response.next_batch)
+        self.synced.set()
+        client = self.client
+        if client.olm is None:
+            return
+        try:
+            if client.should_upload_keys:
+                await client.keys_upload()
+            if client.should_query_keys:
+                await client.keys_query()
+            if client.should_claim_keys:
+                await client.keys_claim(client.get_users_for_key_claiming())
+            await client.send_to_device_messages()
+        except Exception as exc:
+            log.warning("matrix: encryption key upkeep failed: %s", exc)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _remember_own(self, event_id: str) -> None:
+        if len(self._own_ids) == self._own_ids.maxlen:
+            self._own_set.discard(self._own_ids[0])
+        self._own_ids.append(event_id)
+        self._own_set.add(event_id)
+
+    # -- invites ----------------------------------------------------------------------------
+
+    async def _on_invite(self, room: MatrixRoom, event: InviteMemberEvent) -> None:
+        if event.state_key != self.user_id or event.membership != "invite":
+            return
+        if not inviter_allowed(event.sender, self.config.allowed_inviters, self.user_id):
+            log.info("matrix: declining an invite to %s from %s (not in allowed_inviters)", room.room_id, event.sender)
+            await self.client.room_leave(room.room_id)
+            return
+        response = await self.client.join(room.room_id)
+        if isinstance(response, JoinResponse):
+            self._joined_at_ms[room.room_id] = int(time.time() * 1000)
+            log.info("matrix: joined %s on %s's invite", room.room_id, event.sender)
+        else:
+            log.warning("matrix: could not join %s: %s", room.room_id, getattr(response, "message", response))
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def author_for(self, room: MatrixRoom, user_id: str) -> Author:
+        """Rights come from ``matrix.admins`` globs or the user's power level in this room."""
+        level = room.power_levels.get_user_level(user_id) if room.power_levels else 0
+        if creators_privileged(room.room_version):
+            level = effective_power(user_id, level, await self._creators(room.room_id), room.room_version)
+        admin = is_admin(user_id, level, self.config.admins, self.config.admin_power_level)
+        return Author(
+            id=user_id, display_name=room.user_name(user_id) or user_id, is_admin=admin, is_room_manager=admin
+        )
+
+    async def _creators(self, room_id: str) -> frozenset[str]:
+        """Who created the room (cached; fetched once, since nio keeps no create-event sender)."""
+        cached = self._room_creators.get(room_id)
+        if cached is None:
+            response = await self.client.room_get_state(room_id)
+            if not isinstance(response, RoomGetStateResponse):
+                return frozenset()
+            create = next((e for e in response.events if e.get("type") == "m.room.create"), {})
+            cached = self._room_creators[room_id] = creators_of(create)
+        return cached
+
+    def _should_answer(self, room: MatrixRoom, event: Any) -> bool:
+        """Not history from long before we joined the room (a late joiner sees the backlog)."""
+        stamp = int(getattr(event, "server_timestamp", 0) or 0)
+        joined = self._joined_at_ms.get(room.room_id)
+        return not (joined and stamp and stamp < joined - LATE_JOIN_GRACE_MS)
+
+    async def _addressed(self, room: MatrixRoom, content: dict[str, Any], body: str) -> bool:
+        own_name = room.user_name(self.user_id) or self.display_name
+        if is_addressed(
+            content,
+            body,
+            user_id=self.user_id,
+            display_name=own_name,
+            member_count=room.member_count,
+            own_event_ids=self._own_set,
+        ):
+            return True
+        target = replied_to(content)
+        if target is None:
+            return False
+        # A reply to a message we sent before a restart: ask the server who wrote it.
+        response = await self.client.room_get_event(room.room_id, target)
+        return isinstance(response, RoomGetEventResponse) and response.event.sender == self.user_id
+
+    async def _incoming(
+        self, room: MatrixRoom, event: Any, text: str, attachments: tuple[Attachment, ...] = ()
+    ) -> IncomingMessage:
+        content = event.source.get("content", {})
+        own_name = room.user_name(self.user_id) or self.display_name
+        return IncomingMessage(
+            room=room_for(room.room_id, content),
+            author=await self.author_for(room, event.sender),
+            text=readable_text(text, content, self.user_id, own_name),
+            message_id=event.event_id,
+            addressed=await self._addressed(room, content, text),
+            attachments=attachments,
+            created_at=datetime.fromtimestamp((event.server_timestamp or 0) / 1000, UTC),
+        )
+
+    async def _on_message(self, room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
+        if event.sender == self.user_id or self._catching_up:
+            return
+        content = event.source.get("content", {})
+        target = edit_target(content)
+        if target is not None:
+            new = content.get("m.new_content")
+            new_body = new.get("body") if isinstance(new, dict) else None
+            if isinstance(new_body, str):
+                ref = room_for(room.room_id, new) if thread_root(new) else room_for(room.room_id, content)
+                await self.conversation.message_edited(ref, target, new_body)
+            return
+        await self._dispatch(room, event, event.body or "")
+
+    async def _on_media(self, room: MatrixRoom, event: Any) -> None:
+        if event.sender == self.user_id or self._catching_up:
+            return
+        attachment = await read_attachment(self.client, event, self.config.max_attachment_kb * 1024)
+        if attachment.text is None:
+            incoming = await self._incoming(room, event, "")
+            if incoming.addressed and self._should_answer(room, event):
+                await self._notice(room, event, CANT_READ)
+            return
+        await self._dispatch(room, event, "", (attachment,))
+
+    async def _dispatch(
+        self, room: MatrixRoom, event: Any, text: str, attachments: tuple[Attachment, ...] = ()
+    ) -> None:
+        ref = room_for(room.room_id, event.source.get("content", {}))
+        if await self.conversation.already_stored(ref, event.event_id):
+            return  # a replayed event: answered before the restart
+        incoming = await self._incoming(room, event, text, attachments)
+        if not self._should_answer(room, event):
+            if self.conversation.command_text(incoming) is None:
+                await self.conversation.remember(replace(incoming, addressed=False))
+            return
+        if self.conversation.command_text(incoming) is not None:
+            self._spawn(self._run_command(room, event, incoming))  # a model load must not stall the sync
+            return
+        outcome = await self.conversation.handle(incoming)
+        self._spawn(self._respond(room, event, incoming.room, outcome))
+
+    async def _respond(self, room: MatrixRoom, event: Any, ref: RoomRef, outcome: Outcome) -> None:
+        try:
+            if outcome.kind == "reply" and outcome.admission is not None:
+                await self.deliver(room.room_id, outcome.admission, ref, reply_to=event.event_id)
+            elif outcome.kind == "busy" and outcome.notice:
+                await self._notice(room, event, outcome.notice)
+        except HearthError as exc:
+            log.warning("matrix: could not answer in %s: %s", ref.label, exc)
+
+    async def deliver(self, room_id: str, admission: Any, ref: RoomRef, *, reply_to: str | None) -> None:
+        """Stream an admitted turn into the room, as a reply (in its thread, if any)."""
+        await deliver_reply(
+            self.client,
+            room_id,
+            admission.ticket.reply,
+            reply_to=reply_to,
+            thread=ref.thread_id,
+            position=admission.position,
+            msgtype=self.config.msgtype,
+            edit_interval=self.config.edit_interval,
+            clock=self.clock,
+            on_sent=self._remember_own,
+        )
+
+    async def _notice(self, room: MatrixRoom, event: Any, text: str, *, preformatted: bool = False) -> None:
+        content = preformatted_content(text) if preformatted else text_content(text, "m.notice")
+        with_relation(content, reply_to=event.event_id, thread=thread_root(event.source.get("content", {})))
+        self._remember_own(await send_event(self.client, room.room_id, content))
+
+    async def _run_command(self, room: MatrixRoom, event: Any, incoming: IncomingMessage) -> None:
+        """``!hearth …`` through the command core; progress lines ("loading…") are notices too."""
+        line = self.conversation.command_text(incoming) or "help"
+
+        async def progress(text: str) -> None:
+            await self._notice(room, event, text)
+
+        ctx = CommandContext(incoming.room, incoming.author, incoming.attachments, progress=progress)
+        result: CommandResult = await self.conversation.run_command(line, ctx)
+        try:
+            preformatted = result.ok and any(line.lower().startswith(name) for name in MONOSPACE_OUTPUT)
+            await self._notice(room, event, result.text.strip() or "(done)", preformatted=preformatted)
+            admission = (result.data or {}).get("admission")
+            if admission is not None:
+                await self.deliver(room.room_id, admission, incoming.room, reply_to=event.event_id)
+        except HearthError as exc:
+            log.warning("matrix: could not answer a command in %s: %s", incoming.room.label, exc)
+
+    # -- edits, deletions, undecryptable events ---------------------------------------------
+
+    async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
+        if event.sender == self.user_id or self._catching_up:
+            return
+        await self.conversation.message_deleted(RoomRef(PLATFORM, room.room_id), event.redacts)
+
+    async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
+        log.warning("matrix: could not decrypt an event from %s in %s; asking for its key", event.sender, room.room_id)
+        with contextlib.suppress(Exception):
+            await self.client.request_room_key(event)
+
+
+__all__ = ["MatrixAdapter"]

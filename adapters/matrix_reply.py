@@ -1,0 +1,143 @@
+"""Showing one streamed reply in a Matrix room: one event, then ``m.replace`` edits of it.
+
+The first event answers the triggering message (inside its thread when there is one);
+later text arrives as edits no more often than ``matrix.edit_interval``, and the final
+edit carries the whole reply. Typing notifications run while the model writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from nio import AsyncClient, RoomSendResponse
+
+from adapters.matrix_render import edit_content, text_content, with_relation
+from adapters.rendering import (
+    EMPTY_REPLY,
+    EditThrottle,
+    defuse_mentions,
+    error_line,
+    keep_typing,
+    queue_notice,
+    stream_edits,
+)
+from engine.reply import ReplyStream
+from errors import HearthError, InternalError
+
+log = logging.getLogger(__name__)
+
+TYPING_TIMEOUT_MS = 30_000
+TYPING_REFRESH_S = 20.0
+
+
+class MatrixSendError(InternalError):
+    """The homeserver refused an event we sent."""
+
+
+async def send_event(client: AsyncClient, room_id: str, content: dict[str, Any]) -> str:
+    """Send one ``m.room.message`` (encrypted when the room is) and return its event id."""
+    response = await client.room_send(room_id, "m.room.message", content, ignore_unverified_devices=True)
+    if not isinstance(response, RoomSendResponse):
+        raise MatrixSendError(f"the homeserver refused a message: {getattr(response, 'message', response)}")
+    return response.event_id
+
+
+class ReplyEvent:
+    """The event that shows one reply; ``show`` sends it the first time and edits it after."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        room_id: str,
+        *,
+        reply_to: str | None,
+        thread: str | None,
+        msgtype: str,
+        on_sent: Callable[[str], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.room_id = room_id
+        self.reply_to = reply_to
+        self.thread = thread
+        self.msgtype = msgtype
+        self.on_sent = on_sent
+        self.event_id: str | None = None
+        self.shown = ""
+
+    async def show(self, text: str) -> None:
+        if text == self.shown:
+            return
+        content = text_content(text, self.msgtype)
+        if self.event_id is None:
+            with_relation(content, reply_to=self.reply_to, thread=self.thread)
+            self.event_id = await send_event(self.client, self.room_id, content)
+            if self.on_sent is not None:
+                self.on_sent(self.event_id)
+        else:
+            await send_event(self.client, self.room_id, edit_content(self.event_id, content))
+        self.shown = text
+
+
+async def deliver_reply(
+    client: AsyncClient,
+    room_id: str,
+    reply: Awaitable[ReplyStream],
+    *,
+    reply_to: str | None,
+    thread: str | None,
+    position: int = 0,
+    msgtype: str = "m.text",
+    edit_interval: float = 1.0,
+    clock: Callable[[], float] | None = None,
+    on_sent: Callable[[str], None] | None = None,
+) -> ReplyEvent:
+    """Wait for the room's turn and stream the reply into one edited event.
+
+    A "you're #N in line" notice (N > 1) becomes the event the reply is later edited into.
+    A failure adds one short error line under whatever was already written.
+    """
+    event = ReplyEvent(client, room_id, reply_to=reply_to, thread=thread, msgtype=msgtype, on_sent=on_sent)
+    finished = asyncio.Event()
+
+    async def send_typing() -> None:
+        await client.room_typing(room_id, True, timeout=TYPING_TIMEOUT_MS)
+
+    typing = asyncio.create_task(keep_typing(send_typing, finished, TYPING_REFRESH_S), name="hearth-matrix-typing")
+    stream: ReplyStream | None = None
+    try:
+        if position > 1:
+            await event.show(queue_notice(position))
+        stream = await reply
+        throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
+        final = await stream_edits(stream, event.show, throttle)
+        if not final:
+            await event.show(EMPTY_REPLY)
+    except HearthError as exc:
+        log.warning("reply in %s failed: %s", room_id, exc, exc_info=getattr(exc, "original", None) or exc)
+        await _show_error(event, stream, exc)
+    except Exception as exc:
+        log.exception("reply in %s crashed", room_id)
+        await _show_error(event, stream, exc)
+    finally:
+        finished.set()
+        await typing
+        try:
+            await client.room_typing(room_id, False)
+        except Exception:  # typing is cosmetic
+            log.debug("could not clear typing in %s", room_id, exc_info=True)
+    return event
+
+
+async def _show_error(event: ReplyEvent, stream: ReplyStream | None, exc: BaseException) -> None:
+    partial = defuse_mentions(stream.partial_text().strip()) if stream is not None else ""
+    text = f"{partial}\n\n{error_line(exc)}" if partial else error_line(exc)
+    try:
+        await event.show(text)
+    except Exception as send_error:
+        log.warning("could not show the error line either: %s", send_error)
+
+
+__all__ = ["MatrixSendError", "ReplyEvent", "deliver_reply", "send_event"]
