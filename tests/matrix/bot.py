@@ -25,9 +25,13 @@ READY_LINE = "hearth is running"
 
 
 def bot_config(synapse: SynapseServer, account: MatrixAccount, data: Path, **matrix: Any) -> dict[str, Any]:
-    """A whole hearth config: the real small model, data under ``data``, Matrix on the test server."""
+    """A whole hearth config: the real small model, data under ``data``, Matrix on the test server.
+
+    One model thread: llama.cpp's threads spin while they wait, so on a 2-core machine a model
+    using both cores starves the homeserver, and the two slow each other to a crawl.
+    """
     return {
-        "model": {"models_dir": str(MODELS), "n_threads": 2, "sampling": {"max_tokens": 32}},
+        "model": {"models_dir": str(MODELS), "n_threads": 1, "sampling": {"max_tokens": 32}},
         "database": {"url": f"sqlite+aiosqlite:///{data}/hearth.db"},
         "personas": {"dir": str(data / "personas")},
         "matrix": {

@@ -311,3 +311,50 @@ async def test_a_restarted_bot_answers_what_it_missed_exactly_once(
 
 def relation_of(source: dict[str, Any]) -> str | None:
     return source.get("content", {}).get("m.relates_to", {}).get("m.in_reply_to", {}).get("event_id")
+
+
+async def _upload(user: AsyncClient, data: bytes, content_type: str, filename: str) -> str:
+    import io
+
+    from nio import UploadResponse
+
+    response, _ = await user.upload(io.BytesIO(data), content_type, filename, filesize=len(data))
+    assert isinstance(response, UploadResponse), response
+    return response.content_uri
+
+
+async def test_a_text_file_is_read_and_other_media_gets_a_polite_refusal(matrix_bot, matrix_user):
+    bot = await matrix_bot()
+    alice = await matrix_user("alice")
+    room_id = await create_room(alice, invite=[bot.user_id], is_direct=True)
+    await wait_for_member(alice, room_id, bot.user_id)
+    skip_seen(alice, room_id)
+    notes = b"Shopping list: apples, flour, candles.\n"
+    url = await _upload(alice, notes, "text/plain", "list.txt")
+    info = {"mimetype": "text/plain", "size": len(notes)}
+    document = await send_text(alice, room_id, "list.txt", msgtype="m.file", url=url, info=info)
+    await reply_events(alice, room_id, bot.user_id, document)
+    room = await bot.app.conversation.room(RoomRef("matrix", room_id))
+    stored = [m.text for m in await bot.app.store.messages(room.conversation_id) if m.role == "user"]
+    assert any("Shopping list: apples, flour, candles." in text for text in stored)
+
+    png = await _upload(alice, b"\x89PNG\r\n\x1a\n" + b"0" * 64, "image/png", "cat.png")
+    picture = await send_text(alice, room_id, "cat.png", msgtype="m.image", url=png, info={"mimetype": "image/png"})
+    events = await collect_events(alice, room_id, lambda e: _answers(e, bot.user_id, picture), timeout=60)
+    assert "can't read that" in events[-1]["content"]["body"]
+
+
+async def test_invites_from_other_users_are_declined(matrix_bot, matrix_user):
+    bot = await matrix_bot(allowed_inviters=["@friend-*:*"])
+    stranger = await matrix_user("stranger")
+    room_id = await create_room(stranger, invite=[bot.user_id])
+    from .harness import sync_once
+
+    for _ in range(40):
+        await sync_once(stranger, timeout_ms=250)
+        member = stranger.rooms[room_id].users.get(bot.user_id)
+        if member is None and bot.user_id not in stranger.rooms[room_id].invited_users:
+            break
+    room = stranger.rooms[room_id]
+    assert bot.user_id not in room.users and bot.user_id not in room.invited_users, "the invite was not declined"
+    assert room_id not in bot.adapter.client.rooms
