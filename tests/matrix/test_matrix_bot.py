@@ -37,10 +37,12 @@ async def matrix_bot(
     """Factory: ``await matrix_bot(**matrix_settings)`` starts a bot on a fresh account."""
     bots: list[Bot] = []
 
-    async def make(**matrix: Any) -> Bot:
+    async def make(*, with_token: bool = False, **matrix: Any) -> Bot:
         account = matrix_account("hearth")
         data = tmp_path / f"bot{len(bots)}"
         data.mkdir()
+        if with_token:  # log in with matrix.access_token instead of a password
+            matrix = {"password": None, "access_token": account.access_token, **matrix}
         bot = await start_bot(bot_config(synapse, account, data, **matrix))
         bot.account = account
         bots.append(bot)
@@ -156,7 +158,8 @@ async def test_a_thread_is_its_own_conversation_and_the_reply_stays_in_it(matrix
 
 
 async def test_every_message_in_a_dm_is_answered(matrix_bot, matrix_user):
-    bot = await matrix_bot()
+    bot = await matrix_bot(with_token=True)
+    assert bot.adapter.client.device_id == bot.account.device_id, "the token's own device is used"
     alice = await matrix_user("alice")
     room_id = await create_room(alice, invite=[bot.user_id], is_direct=True)
     await wait_for_member(alice, room_id, bot.user_id)
