@@ -4,6 +4,11 @@ Every call that touches the llama objects runs on this backend's one worker thre
 because llama-cpp objects are not thread-safe and generation must never block the
 event loop. Tokens flow back to the loop through a ReplyStream. llama-cpp failures are
 translated into ModelError right here, where they enter.
+
+Cancelling a reply stops it within a fraction of a second, even in the middle of a long
+prompt evaluation: while the prompt is evaluated, an abort callback on the llama context,
+polled by the CPU backend between graph nodes, makes ``llama_decode`` give up once the
+current reply is cancelled. Between generated tokens the generation loop checks itself.
 """
 
 from __future__ import annotations
@@ -59,6 +64,11 @@ class LlamaBackend:
         self._lifecycle = threading.Lock()
         self.states: StateCache | None = None
         self._resident: str | None = None  # whose evaluated prefix sits in llama's KV cache now
+        self._current: ReplyStream | None = None  # the reply being generated; the abort callback reads it
+        # Kept on the instance: llama.cpp holds only the C pointer, so a collected ctypes
+        # callback would crash the next decode.
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
+        self._no_abort_callback = llama_cpp.ggml_abort_callback()  # NULL: llama.cpp skips the check
 
     @property
     def loaded(self) -> bool:
@@ -95,7 +105,7 @@ class LlamaBackend:
         # wants all of them (measured: ~25% faster TTFT on 2 cores with flash attention).
         threads = spec.n_threads or os.cpu_count() or 1
         try:
-            return Llama(
+            llm = Llama(
                 model_path=str(spec.path),
                 n_ctx=spec.n_ctx,
                 n_threads=threads,
@@ -109,6 +119,24 @@ class LlamaBackend:
             )
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
+        llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
+        return llm
+
+    def _arm_abort(self, armed: bool) -> None:
+        """Poll for a cancel inside ``llama_decode`` only while that is worth it (worker thread).
+
+        llama.cpp calls the callback after every graph node (~600 times per SmolLM2 decode),
+        and each call takes the GIL. That is nothing against a prompt evaluation of seconds,
+        but it cost ~10% of generation speed (measured); between generated tokens the loop
+        checks ``cancelled`` itself.
+        """
+        callback = self._abort_callback if armed else self._no_abort_callback
+        llama_cpp.llama_set_abort_callback(self._llm._ctx.ctx, callback, None)
+
+    def _should_abort(self, _data: Any) -> bool:
+        """Called by llama.cpp between graph nodes (on the worker thread): stop a cancelled reply."""
+        reply = self._current
+        return reply is not None and reply.cancelled
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -174,6 +202,7 @@ class LlamaBackend:
         return reply
 
     def _generate(self, request: GenerationRequest, reply: ReplyStream) -> None:
+        self._current = reply
         try:
             stats = self._generate_tokens(request, reply)
         except HearthError as exc:
@@ -183,6 +212,8 @@ class LlamaBackend:
             reply.push_threadsafe(Failed(ModelError(f"generation failed: {exc}", original=exc)))
         else:
             reply.push_threadsafe(Done(stats))
+        finally:
+            self._current = None
 
     def _generate_tokens(self, request: GenerationRequest, reply: ReplyStream) -> GenerationStats:
         llm = self._llm
@@ -201,6 +232,7 @@ class LlamaBackend:
         produced = 0
         finish = "stop"
         think = ThinkFilter()
+        evaluated = len(tokens) - reused
         chunks = llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -218,6 +250,7 @@ class LlamaBackend:
                 choice = chunk["choices"][0]
                 if not first_token_at:
                     first_token_at = time.perf_counter()
+                    self._arm_abort(False)  # the prompt is in; tokens now come one short decode each
                 produced += 1
                 self._emit(reply, *think.feed(choice["text"]))
                 if choice.get("finish_reason"):
@@ -225,19 +258,45 @@ class LlamaBackend:
                 if reply.cancelled:
                     finish = "cancelled"
                     break
+        except RuntimeError:  # llama_decode returned 2: the abort callback saw the cancel
+            if not reply.cancelled:
+                raise
+            finish = "cancelled"
+            evaluated = max(min(llm.n_tokens, len(tokens)) - reused, 0)
+            self._drop_aborted_cells()
         finally:
             chunks.close()
+            self._arm_abort(True)
         self._emit(reply, *think.flush())
         ended = time.perf_counter()
         return GenerationStats(
             prompt_tokens=len(tokens),
-            evaluated_prompt_tokens=len(tokens) - reused,
+            evaluated_prompt_tokens=evaluated,
             completion_tokens=produced,
             ttft_s=(first_token_at or ended) - started,
             total_s=ended - started,
             finish_reason=finish,
             restored_state=restored,
         )
+
+    def _drop_aborted_cells(self) -> None:
+        """Make the KV cache match ``input_ids[:n_tokens]`` again after an aborted decode.
+
+        llama-cpp-python counts only whole batches in ``n_tokens``, but an aborted batch of
+        several ubatches leaves the finished ones in the cache. Trim past ``n_tokens`` so the
+        evaluated prefix stays reusable and a parked room state holds exactly its tokens;
+        if the cache still disagrees, start from an empty one.
+        """
+        llm = self._llm
+        llm._requires_eval = True  # the logits may belong to the aborted batch
+        memory = llama_cpp.llama_get_memory(llm._ctx.ctx)
+        trimmed = llama_cpp.llama_memory_seq_rm(memory, -1, llm.n_tokens, -1)
+        if trimmed and llama_cpp.llama_memory_seq_pos_max(memory, 0) == llm.n_tokens - 1:
+            return
+        log.warning("the KV cache was inconsistent after a cancel; clearing it")
+        llama_cpp.llama_memory_clear(memory, True)
+        llm.n_tokens = 0
+        self._resident = None
 
     # -- per-room states (worker thread only) -------------------------------------------
 
@@ -283,6 +342,7 @@ class LlamaBackend:
             return False
         llm.input_ids[: len(state.tokens)] = state.tokens
         llm.n_tokens = len(state.tokens)
+        llm._requires_eval = True  # the logits are the previous room's: never sample from them
         return True
 
     def invalidate_room(self, room: str) -> None:

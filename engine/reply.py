@@ -107,13 +107,13 @@ class ReplyStream:
 
     @property
     def cancelled(self) -> bool:
-        """Polled by the producer between tokens."""
+        """Polled by the producer between tokens, and by llama.cpp's abort callback mid-decode."""
         return self._cancel.is_set()
 
     # -- consumer side ---------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Ask the producer to stop at the next token; what was produced is kept."""
+        """Ask the producer to stop as soon as it can (even mid-prompt); what was produced is kept."""
         self._cancel.set()
 
     def on_done(self, hook: DoneHook) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -76,6 +77,57 @@ async def test_cancel_stops_quickly(smol):
     await reply.text()
     assert reply.stats.finish_reason == "cancelled"
     assert reply.stats.completion_tokens < 20
+
+
+def long_prompt(backend: LlamaBackend, min_tokens: int) -> list[int]:
+    """A distinct persona-sized prompt of at least ``min_tokens`` tokens."""
+    lines = ["You keep the harbour records. Answer in one short sentence."]
+    while True:
+        start = len(lines)
+        for i in range(start, start + 10):
+            lines.append(f"Record {i}: lantern {i} hangs above door {i * 7 % 13} on pier {i % 5}.")
+        messages = [ChatMessage("system", "\n".join(lines)), ChatMessage("user", "Which pier has lantern 3?")]
+        tokens = backend.tokenize(backend.render(messages))
+        if len(tokens) >= min_tokens:
+            return tokens
+
+
+async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path):
+    """The abort callback stops llama_decode mid-prompt; the next turn still answers correctly."""
+    spec = ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2)
+    greedy = SamplingParams(max_tokens=4, temperature=0.0)
+    reference_backend, backend = LlamaBackend(spec), LlamaBackend(spec)
+    await reference_backend.load()
+    await backend.load()
+    try:
+        tokens = long_prompt(backend, 1500)
+        full = reference_backend.stream(GenerationRequest(tokens, greedy, "room"))
+        reference = await full.text()
+        assert full.stats.evaluated_prompt_tokens == len(tokens)
+        full_eval_s = full.stats.ttft_s
+
+        reply = backend.stream(GenerationRequest(tokens, greedy, "room"))
+        await asyncio.sleep(full_eval_s / 4)  # inside the prompt evaluation, past its first batch or so
+        cancelled_at = time.perf_counter()
+        reply.cancel()
+        await reply.text()
+        stopped_after_s = time.perf_counter() - cancelled_at
+        assert reply.stats.finish_reason == "cancelled"
+        assert reply.stats.completion_tokens == 0
+        assert reply.stats.evaluated_prompt_tokens < len(tokens), "the evaluation was cut short"
+        assert stopped_after_s < full_eval_s / 4, "cancel waited for the evaluation to finish"
+
+        # Another room in between parks the cancelled room's state; then the room comes back.
+        other = backend.stream(GenerationRequest(prompt(backend, "Say hello."), greedy, "other"))
+        assert (await other.text()).strip()
+        again = backend.stream(GenerationRequest(tokens, greedy, "room"))
+        assert await again.text() == reference
+        assert again.stats.finish_reason != "cancelled"
+        kept = reply.stats.evaluated_prompt_tokens
+        assert again.stats.evaluated_prompt_tokens <= len(tokens) - kept, "what was evaluated is reused"
+    finally:
+        await backend.close()
+        await reference_backend.close()
 
 
 async def test_stop_strings_are_honoured(smol):
