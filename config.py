@@ -79,6 +79,7 @@ class MemoryConfig(_Section):
 class EngineConfig(_Section):
     max_queue: int = Field(32, ge=1)
     generation_timeout_s: float = Field(180, gt=0)
+    persona_models: bool = True
 
 
 class DiscordConfig(_Section):
@@ -114,8 +115,8 @@ class MatrixConfig(_Section):
     edit_interval: float = Field(1.0, ge=0.2)
     msgtype: Literal["m.text", "m.notice"] = "m.text"
     encryption: bool = False
-    max_attachment_kb: int = Field(256, ge=1)
     store_dir: str = "data/matrix"
+    max_attachment_kb: int = Field(256, ge=1)
 
     @model_validator(mode="after")
     def _credentials_when_enabled(self) -> MatrixConfig:
@@ -149,6 +150,7 @@ class HearthConfig(_Section):
             user_persona_dir=self.personas.dir,
             max_queue=self.engine.max_queue,
             generation_timeout_s=self.engine.generation_timeout_s,
+            persona_models=self.engine.persona_models,
             command_prefixes={"console": "/", "matrix": self.matrix.command_prefix},
             model=ModelSettings(
                 default=m.default,

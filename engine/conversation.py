@@ -22,6 +22,7 @@ from engine.chat_template import ChatMessage
 from engine.commands.core import CommandContext, CommandCore, CommandResult
 from engine.context import AssembledPrompt, Turn, assemble
 from engine.model_host import ModelHost
+from engine.persona_models import PersonaModels
 from engine.reply import ReplyStream
 from engine.sampling import SamplingParams
 from engine.scheduler import Admission, Scheduler
@@ -72,7 +73,10 @@ class Conversation:
         self.personas = personas
         self.host = host
         self.commands = CommandCore()
-        self.scheduler = Scheduler(self._start_reply, settings.max_queue, settings.generation_timeout_s)
+        self.persona_models = PersonaModels(host, settings.persona_models)
+        self.scheduler = Scheduler(
+            self._start_reply, settings.max_queue, settings.generation_timeout_s, prepare=self._prepare_turn
+        )
         self.started_at = time.monotonic()
         self._rooms: dict[str, _Room] = {}
         self.last_stats = None
@@ -214,6 +218,15 @@ class Conversation:
         if outcome.admission is None:
             raise UserError(outcome.notice or "that message does not call for a reply")
         return await outcome.admission.ticket.reply
+
+    async def _prepare_turn(self, room_key: str) -> None:
+        """Before the turn is admitted (nothing is generating): load the persona's preferred model.
+
+        It cannot happen inside ``_start_reply``: a swap pauses the scheduler and waits for
+        the running turn, which would be this very one.
+        """
+        room = self._rooms[room_key]
+        await self.persona_models.apply(await self.persona_for(room.ref))
 
     async def _start_reply(self, room_key: str) -> ReplyStream:
         room = self._rooms[room_key]

@@ -51,6 +51,22 @@ class ModelHost:
         self.on_swap: list[Callable[[], None]] = []
         self.pause_generation: Callable[[], Awaitable[Callable[[], None]]] | None = None
         self.cancel_generation: Callable[[], None] | None = None
+        self.available_memory: Callable[[], int | None] = available_memory_bytes  # a seam for tests
+
+    def memory_problem(self, entry: ModelEntry) -> str | None:
+        """Why loading ``entry`` now would not fit in RAM; None when it fits (or RAM is unknown).
+
+        The current model's weights count as available: a swap frees them first.
+        """
+        need = self.registry.estimate_bytes(entry)
+        have = self.available_memory()
+        freed = self.backend.info.file_size if self.backend and self.backend.info else 0
+        if have is None or need <= have + freed:
+            return None
+        return (
+            f"not enough memory for {entry.name}: needs about {need / 2**20:.0f} MB, "
+            f"{(have + freed) / 2**20:.0f} MB available"
+        )
 
     @property
     def loaded(self) -> bool:
@@ -65,14 +81,9 @@ class ModelHost:
         """Swap to ``name``; returns a one-line report. Rolls back on any failure."""
         entry = self.registry.resolve(name)
         info = self.registry.info(entry)  # raises a clear ModelError for a missing or broken file
-        need = self.registry.estimate_bytes(entry)
-        have = available_memory_bytes()
-        freed = self.backend.info.file_size if self.backend and self.backend.info else 0
-        if have is not None and need > have + freed:
-            raise UserError(
-                f"not enough memory for {entry.name}: needs about {need / 2**20:.0f} MB, "
-                f"{(have + freed) / 2**20:.0f} MB available"
-            )
+        problem = self.memory_problem(entry)
+        if problem is not None:
+            raise UserError(problem)
         async with self._swap_lock:
             resume = await self._pause(now)
             try:

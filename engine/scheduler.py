@@ -4,6 +4,8 @@ Each room has at most one waiting turn: messages that arrive while it waits are
 coalesced into it (they are all stored; one reply covers them). Rooms are served
 round-robin in arrival order, so a chatty room cannot starve a quiet one. Background
 work (summaries) runs only when no reply is waiting, and yields to a reply that arrives.
+An optional prepare step runs before each turn is admitted, with nothing generating, so
+it may pause the scheduler itself (a model swap does) without waiting on its own turn.
 Time never appears here: timeouts are handed to ``asyncio.wait_for`` by the caller's job.
 """
 
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 
 ReplyJob = Callable[[str], Awaitable[ReplyStream]]
 BackgroundJob = Callable[[], Awaitable[None]]
+PrepareJob = Callable[[str], Awaitable[None]]
 
 
 @dataclass
@@ -46,14 +49,22 @@ class Admission:
 class Scheduler:
     """Runs reply jobs one at a time, fairly; see the module docstring for the rules."""
 
-    def __init__(self, run_reply: ReplyJob, max_queue: int = 32, timeout_s: float | None = None) -> None:
+    def __init__(
+        self,
+        run_reply: ReplyJob,
+        max_queue: int = 32,
+        timeout_s: float | None = None,
+        prepare: PrepareJob | None = None,
+    ) -> None:
         self._run_reply = run_reply
+        self._prepare = prepare
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self._waiting: OrderedDict[str, Ticket] = OrderedDict()
         self._background: OrderedDict[str, BackgroundJob] = OrderedDict()
         self._wake = asyncio.Event()
         self._running_room: str | None = None
+        self._preparing: Ticket | None = None  # popped from the line, its prepare step running
         self._running_reply: ReplyStream | None = None
         self._running_background: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -69,10 +80,11 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="hearth-scheduler")
 
     async def close(self) -> None:
+        preparing = self._preparing
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        for ticket in self._waiting.values():
+        for ticket in [*self._waiting.values(), *([preparing] if preparing else [])]:
             if not ticket.reply.done():
                 ticket.reply.set_exception(ModelError("the bot is shutting down"))
         self._waiting.clear()
@@ -80,8 +92,8 @@ class Scheduler:
     # -- requests ------------------------------------------------------------------------
 
     def request(self, room_key: str) -> Admission:
-        """Queue a turn for ``room_key`` (or join its waiting turn). Raises BusyError when full."""
-        ticket = self._waiting.get(room_key)
+        """Queue a turn for ``room_key`` (or join its waiting or preparing turn). BusyError when full."""
+        ticket = self._waiting.get(room_key) or self._prepared_ticket(room_key)
         if ticket is not None:
             ticket.coalesced += 1
             return Admission(ticket, True, self.position(room_key))
@@ -98,6 +110,13 @@ class Scheduler:
         """Queue low-priority work; one pending job per key."""
         self._background.setdefault(key, job)
         self._wake.set()
+
+    def _prepared_ticket(self, room_key: str) -> Ticket | None:
+        """The room's turn if it is being prepared: a message arriving now is covered by it."""
+        ticket = self._preparing
+        if ticket is not None and ticket.room_key == room_key and not ticket.reply.done():
+            return ticket
+        return None
 
     def position(self, room_key: str) -> int:
         """1-based place in line; 0 when the room's turn is running or it is not queued."""
@@ -119,7 +138,7 @@ class Scheduler:
         if self._running_room == room_key and self._running_reply is not None:
             self._running_reply.cancel()
             return True
-        ticket = self._waiting.pop(room_key, None)
+        ticket = self._waiting.pop(room_key, None) or self._prepared_ticket(room_key)
         if ticket is not None and not ticket.reply.done():
             ticket.reply.set_exception(UserError("stopped before the reply began"))
             return True
@@ -151,6 +170,10 @@ class Scheduler:
 
     async def _serve(self, room_key: str, ticket: Ticket) -> None:
         self.idle.clear()
+        if self._prepare is not None:
+            await self._run_prepare(self._prepare, room_key, ticket)
+            if ticket.reply.done():  # stopped while it was being prepared
+                return
         self._running_room = room_key
         try:
             reply = await self._run_reply(room_key)
@@ -180,6 +203,18 @@ class Scheduler:
             self._running_reply = None
             self.completed += 1
 
+    async def _run_prepare(self, prepare: PrepareJob, room_key: str, ticket: Ticket) -> None:
+        """Run the prepare step; its failure is logged and never blocks the turn."""
+        self._preparing = ticket
+        try:
+            await prepare(room_key)
+        except HearthError as exc:
+            log.warning("preparing the turn of %s failed: %s", room_key, exc)
+        except Exception:
+            log.exception("preparing the turn of %s failed", room_key)
+        finally:
+            self._preparing = None
+
     @staticmethod
     async def _drain(reply: ReplyStream) -> None:
         """Wait for the reply and its on_done hooks (the stored reply), so turns never overlap."""
@@ -203,5 +238,5 @@ class Scheduler:
 
     async def wait_idle(self) -> None:
         """For tests and shutdown: wait until nothing is queued or running."""
-        while self._waiting or self._background or self._running_room or self._running_background:
+        while self._waiting or self._background or self._running_room or self._running_background or self._preparing:
             await asyncio.sleep(0.01)

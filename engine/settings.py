@@ -57,6 +57,7 @@ class EngineSettings:
     user_persona_dir: Path = Path("data/personas")
     max_queue: int = 32
     generation_timeout_s: float = 180.0
+    persona_models: bool = True  # swap to a persona's preferred model at its room's turn
     max_message_chars: int = 8000
     command_prefixes: dict[str, str] = field(default_factory=lambda: {"console": "/"})
     model: ModelSettings = field(default_factory=ModelSettings)

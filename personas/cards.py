@@ -3,7 +3,7 @@
 Cards come as JSON or as PNG images carrying base64 JSON in a ``chara`` (V1/V2) or
 ``ccv3`` (V3, preferred) text chunk. Export writes V2, which SillyTavern and most tools
 read, with the V1 keys mirrored at the top level. hearth-only settings (sampling, wake
-words) travel in ``extensions.hearth`` so a hearth card round-trips unchanged.
+words, preferred model) travel in ``extensions.hearth`` so a hearth card round-trips unchanged.
 
 Limits: a card file may be at most 20 MB and its JSON at most 2 MB; bigger inputs are
 refused before they are decoded.
@@ -179,8 +179,9 @@ def _persona_from_fields(fields: dict[str, Any], where: str) -> Persona:
     if isinstance(hearth, dict):
         if "sampling" in hearth:
             data["sampling"] = hearth["sampling"]
-        if "wake_words" in hearth:
-            data["wake_words"] = hearth["wake_words"]
+        for key in ("wake_words", "model"):
+            if key in hearth:
+                data[key] = hearth[key]
     data["extensions"] = extensions
     try:
         return Persona.model_validate(data)
@@ -189,7 +190,7 @@ def _persona_from_fields(fields: dict[str, Any], where: str) -> Persona:
         loc = list(first["loc"])
         if loc and loc[0] in _CARD_NAME:
             loc[0] = _CARD_NAME[loc[0]]
-        elif loc and loc[0] in ("sampling", "wake_words"):
+        elif loc and loc[0] in ("sampling", "wake_words", "model"):
             loc[0] = f"extensions.hearth.{loc[0]}"
         field = ".".join(str(part) for part in loc)
         raise PersonaError(f"{where}: {field}: {first['msg'].removeprefix('Value error, ')}") from None
@@ -206,6 +207,8 @@ def export_card_json(persona: Persona, lorebook: Lorebook | None = None) -> dict
         hearth["sampling"] = persona.sampling.as_dict()
     if persona.wake_words:
         hearth["wake_words"] = list(persona.wake_words)
+    if persona.model:
+        hearth["model"] = persona.model
     if hearth:
         extensions["hearth"] = hearth
     mes_example = "\n".join(f"<START>\n{text.strip()}" for text in persona.example_dialogues)

@@ -73,6 +73,7 @@ class Persona(BaseModel):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     post_history_instructions: str = ""
     sampling: SamplingOverride = Field(default_factory=SamplingOverride)
+    model: str | None = None  # preferred model (a registry name or path); loaded when RAM allows
     wake_words: list[str] | None = None
     avatar: str | None = None
     lorebooks: list[str] = Field(default_factory=list)
@@ -119,6 +120,15 @@ class Persona(BaseModel):
     @classmethod
     def _drop_blank_words(cls, value: list[str]) -> list[str]:
         return [word.strip() for word in value if word.strip()]
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str | None) -> str | None:
+        """A blank preference is no preference."""
+        value = (value or "").strip()
+        if "\n" in value:
+            raise ValueError("model must be one line")
+        return value or None
 
     @field_validator("wake_words")
     @classmethod

@@ -8,7 +8,7 @@ import pytest
 
 from engine.reply import Done, ReplyStream, TextChunk
 from engine.scheduler import Scheduler
-from errors import BusyError
+from errors import BusyError, UserError
 
 
 class ManualJobs:
@@ -105,3 +105,61 @@ async def test_background_work_yields_to_replies(scheduler):
     scheduler.jobs.finish("a")
     await settle()
     assert runs == ["start", "start"], "the pre-empted job runs again once replies are done"
+
+
+async def test_prepare_runs_with_nothing_generating_and_may_pause_the_scheduler():
+    """A model swap in the prepare step pauses the scheduler and waits for the running turn:
+    that must not be the turn being prepared, or it would wait for itself forever."""
+    jobs = ManualJobs()
+    seen: list[tuple[str, str | None]] = []
+
+    async def prepare(room_key: str) -> None:
+        seen.append((room_key, sched.running_room))
+        sched.paused.clear()  # what ModelHost.load does through Conversation._pause_generation
+        while sched.running_room is not None:
+            await asyncio.sleep(0)
+        sched.paused.set()
+
+    sched = Scheduler(jobs, prepare=prepare)
+    await sched.start()
+    try:
+        sched.request("a")
+        b = sched.request("b")
+        await settle()
+        assert jobs.order == ["a"], "b is prepared only once a's turn has drained"
+        jobs.finish("a")
+        stream = await asyncio.wait_for(b.ticket.reply, 2)
+        assert seen == [("a", None), ("b", None)]
+        assert jobs.order == ["a", "b"] and stream is jobs.streams["b"]
+        jobs.finish("b")
+        await asyncio.wait_for(sched.wait_idle(), 2)
+    finally:
+        await sched.close()
+
+
+async def test_messages_join_a_turn_being_prepared_and_stop_drops_it():
+    jobs = ManualJobs()
+    release = asyncio.Event()
+
+    async def prepare(room_key: str) -> None:
+        if room_key == "a":
+            await release.wait()
+
+    sched = Scheduler(jobs, prepare=prepare)
+    await sched.start()
+    try:
+        first = sched.request("a")
+        await settle()
+        joined = sched.request("a")
+        assert joined.joined_existing and joined.ticket is first.ticket
+        assert sched.cancel("a")
+        release.set()
+        with pytest.raises(UserError, match="stopped before the reply began"):
+            await first.ticket.reply
+        sched.request("b")
+        await settle()
+        assert jobs.order == ["b"], "the stopped turn never started generating"
+        jobs.finish("b")
+        await asyncio.wait_for(sched.wait_idle(), 2)
+    finally:
+        await sched.close()

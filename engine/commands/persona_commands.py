@@ -41,6 +41,9 @@ def commands(conv: Conversation) -> list[Command]:
             if value:
                 lines.append(f"{label}: {value.strip()[:300]}")
         lines.append(f"wake words: {', '.join(persona.effective_wake_words)}")
+        if persona.model:
+            switch = "" if conv.persona_models.enabled else " (ignored: engine.persona_models is off)"
+            lines.append(f"preferred model: {persona.model}{switch}")
         if persona.lorebooks:
             lines.append(f"lorebooks: {', '.join(persona.lorebooks)}")
         return "\n".join(lines)

@@ -103,6 +103,7 @@ def test_hearth_fields_round_trip_through_extensions(tmp_path: Path) -> None:
         post_history_instructions="Stay sly.",
         sampling={"temperature": 1.2, "stop": ["\n"]},
         wake_words=["fox"],
+        model="gemma-3-270m",
         creator_notes="notes",
         creator="me",
         character_version="2",
@@ -114,6 +115,7 @@ def test_hearth_fields_round_trip_through_extensions(tmp_path: Path) -> None:
     assert card["data"]["extensions"]["hearth"] == {
         "sampling": {"temperature": 1.2, "stop": ["\n"]},
         "wake_words": ["fox"],
+        "model": "gemma-3-270m",
     }
     assert parse_card_json(card).persona == persona
     path = export_card_png(persona, book, tmp_path / "kit.png")  # no avatar: placeholder image

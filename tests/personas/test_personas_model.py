@@ -92,3 +92,11 @@ def test_source_is_not_part_of_equality_or_export() -> None:
     assert a == b
     assert "source" not in a.model_dump()
     assert a != Persona(name="Kat")
+
+
+def test_preferred_model_is_optional_and_blank_means_none() -> None:
+    assert Persona(name="Kit").model is None
+    assert Persona(name="Kit", model="  gemma-3-270m ").model == "gemma-3-270m"
+    assert Persona(name="Kit", model="   ").model is None
+    with pytest.raises(ValidationError, match="one line"):
+        Persona(name="Kit", model="a\nb")
