@@ -137,6 +137,13 @@ def check_references(config: HearthConfig) -> list[str]:
             problems.append(f"model.models.{index}.path: {exc}")
     personas = PersonaLibrary([config.personas.dir])
     problems.extend(f"personas: {error}" for error in personas.errors)
+    for name in personas.names():
+        preferred = personas.get(name).model
+        if preferred:
+            try:
+                registry.info(registry.resolve(preferred))
+            except HearthError as exc:
+                problems.append(f"personas: {name} prefers model {preferred!r}: {exc}")
     try:
         personas.get(config.personas.default)
     except HearthError as exc:

@@ -29,8 +29,9 @@ def conversation(room: int, turn: int) -> list[ChatMessage]:
     return messages
 
 
-async def run_hearth(rooms: int, turns: int, cache_mb: int) -> dict:
-    backend = LlamaBackend(ModelSpec("smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb))
+async def run_hearth(rooms: int, turns: int, cache_mb: int, flash_attn: bool = True) -> dict:
+    spec = ModelSpec("smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn)
+    backend = LlamaBackend(spec)
     await backend.load()
     cold, warm, evaluated = [], [], []
     try:
@@ -77,11 +78,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--turns", type=int, default=3)
+    parser.add_argument("--flash-attn", choices=("on", "off"), default="on", help="hearth's model.flash_attn")
     args = parser.parse_args()
     require_model(SMOL)
-    hearth = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024))
-    single = asyncio.run(run_hearth(1, args.turns + 1, cache_mb=1024))
-    off = asyncio.run(run_hearth(args.rooms, 2, cache_mb=0))
+    fa = args.flash_attn == "on"
+    hearth = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024, flash_attn=fa))
+    single = asyncio.run(run_hearth(1, args.turns + 1, cache_mb=1024, flash_attn=fa))
+    off = asyncio.run(run_hearth(args.rooms, 2, cache_mb=0, flash_attn=fa))
     raw_cache = run_raw(args.rooms, args.turns, ram_cache=True)
     raw_default = run_raw(args.rooms, 1, ram_cache=False, cold_only=True)
     warm = hearth["warm"]
@@ -90,6 +93,7 @@ def main() -> None:
         {
             "rooms": args.rooms,
             "turns": args.turns,
+            "flash_attn": fa,
             "cold_ttft_s": hearth["cold"],
             "warm_ttft_s": warm,
             "single_room_warm_ttft_s": single["warm"],

@@ -98,3 +98,12 @@ def test_example_config_documents_valid_keys():
     config = load_config(example, env={})
     assert config.matrix.command_prefix == "!hearth"
     assert config.model.sampling.repeat_penalty == 1.15
+
+
+def test_a_persona_preferring_an_unknown_model_is_named(config_file, tmp_path):
+    personas = tmp_path / "personas"
+    personas.mkdir()
+    (personas / "ghost.yaml").write_text("name: Ghost\nsystem_prompt: You haunt the hall.\nmodel: no-such-model\n")
+    result = check(config_file, "")
+    assert result.returncode == 1
+    assert "prefers model 'no-such-model'" in result.stdout, result.stdout
