@@ -53,7 +53,7 @@ class ModelConfig(_Section):
     n_batch: int = Field(512, ge=32)
     n_ubatch: int = Field(512, ge=32)
     n_gpu_layers: int = Field(0, ge=-1)
-    flash_attn: bool = True
+    flash_attn: bool = False  # see README "Performance": small warm batches are faster without it
     chat_format: Literal["chatml", "gemma"] | None = None
     state_cache_mb: int = Field(512, ge=0)
     state_cache_dir: Path | None = None

@@ -49,7 +49,7 @@ def raw_rate(tokens: list[int], max_tokens: int, runs: int) -> float:
 
     threads = os.cpu_count() or 1
     llm = Llama(model_path=str(SMOL), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                flash_attn=True, last_n_tokens_size=64, verbose=False)
+                flash_attn=ModelSpec("x", SMOL).flash_attn, last_n_tokens_size=64, verbose=False)
     rates = []
     s = SamplingParams(max_tokens=max_tokens, temperature=0.8, seed=42)
     try:

@@ -29,7 +29,7 @@ def conversation(room: int, turn: int) -> list[ChatMessage]:
     return messages
 
 
-async def run_hearth(rooms: int, turns: int, cache_mb: int, flash_attn: bool = True) -> dict:
+async def run_hearth(rooms: int, turns: int, cache_mb: int, flash_attn: bool = False) -> dict:
     spec = ModelSpec("smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn)
     backend = LlamaBackend(spec)
     await backend.load()
@@ -78,7 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--turns", type=int, default=3)
-    parser.add_argument("--flash-attn", choices=("on", "off"), default="on", help="hearth's model.flash_attn")
+    parser.add_argument("--flash-attn", choices=("on", "off"), default="off", help="hearth's model.flash_attn")
     args = parser.parse_args()
     require_model(SMOL)
     fa = args.flash_attn == "on"

@@ -79,6 +79,8 @@ class LlamaBackend:
         started = time.perf_counter()
         self.info = await asyncio.to_thread(read_gguf_info, self.spec.path)
         identity = await asyncio.to_thread(model_identity, self.spec.path)
+        # A state's KV layout depends on flash attention (V is transposed without it).
+        identity += "-fa" if self.spec.flash_attn else ""
         self.states = StateCache(self.spec.state_cache_mb * 2**20, identity, self.spec.state_cache_dir)
         fmt, source = choose_format(self.info.architecture, self.info.chat_template, self.spec.chat_format)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.spec.name}")
@@ -102,7 +104,7 @@ class LlamaBackend:
 
         spec = self.spec
         # llama-cpp-python defaults to half the cores; prompt evaluation on a small CPU
-        # wants all of them (measured: ~25% faster TTFT on 2 cores with flash attention).
+        # wants all of them (measured: ~25% faster TTFT on 2 cores).
         threads = spec.n_threads or os.cpu_count() or 1
         try:
             llm = Llama(

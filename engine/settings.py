@@ -33,7 +33,7 @@ class ModelSettings:
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
-    flash_attn: bool = True
+    flash_attn: bool = False
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     models: tuple[ConfiguredModel, ...] = ()
