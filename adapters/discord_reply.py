@@ -8,7 +8,6 @@ safe ``AllowedMentions``, so nothing the model writes can ping anyone but the pe
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,18 +15,8 @@ from typing import Any
 
 import discord
 
-from adapters.rendering import (
-    EMPTY_REPLY,
-    EditThrottle,
-    defuse_mentions,
-    error_line,
-    keep_typing,
-    queue_notice,
-    split_message,
-    stream_edits,
-)
+from adapters.rendering import EMPTY_REPLY, EditThrottle, present_reply, split_message
 from engine.reply import ReplyStream
-from errors import HearthError
 
 log = logging.getLogger(__name__)
 
@@ -105,40 +94,18 @@ async def deliver_reply(
     A failure shows one short error line under whatever text was already written.
     """
     messages = ReplyMessages(channel, reference, on_sent=on_sent)
-    finished = asyncio.Event()
 
     async def send_typing() -> None:
         await channel.typing()
 
-    typing = asyncio.create_task(keep_typing(send_typing, finished), name="hearth-discord-typing")
-    stream: ReplyStream | None = None
-    try:
-        if position > 1:
-            await messages.show(queue_notice(position))
-        stream = await reply
-        throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
-        final = await stream_edits(stream, messages.show, throttle)
-        if not final:
-            await messages.show(EMPTY_REPLY)
-    except HearthError as exc:
-        original = getattr(exc, "original", None)
-        log.warning("reply in %s failed: %s", room_label, exc, exc_info=original or exc)
-        await _show_error(messages, stream, exc)
-    except discord.HTTPException as exc:
-        log.warning("could not show a reply in %s: %s", room_label, exc)
-    except Exception as exc:
-        log.exception("reply in %s crashed", room_label)
-        await _show_error(messages, stream, exc)
-    finally:
-        finished.set()
-        await typing
+    throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
+    await present_reply(
+        reply,
+        messages.show,
+        throttle,
+        send_typing=send_typing,
+        position=position,
+        label=room_label,
+        transport_errors=(discord.HTTPException,),
+    )
     return messages
-
-
-async def _show_error(messages: ReplyMessages, stream: ReplyStream | None, exc: BaseException) -> None:
-    partial = defuse_mentions(stream.partial_text().strip()) if stream is not None else ""
-    text = f"{partial}\n\n{error_line(exc)}" if partial else error_line(exc)
-    try:
-        await messages.show(text)
-    except discord.HTTPException as http_error:
-        log.warning("could not show the error line either: %s", http_error)

@@ -7,7 +7,6 @@ edit carries the whole reply. Typing notifications run while the model writes.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,17 +14,9 @@ from typing import Any
 from nio import AsyncClient, RoomSendResponse
 
 from adapters.matrix_render import edit_content, text_content, with_relation
-from adapters.rendering import (
-    EMPTY_REPLY,
-    EditThrottle,
-    defuse_mentions,
-    error_line,
-    keep_typing,
-    queue_notice,
-    stream_edits,
-)
+from adapters.rendering import EditThrottle, present_reply
 from engine.reply import ReplyStream
-from errors import HearthError, InternalError
+from errors import InternalError
 
 log = logging.getLogger(__name__)
 
@@ -100,44 +91,27 @@ async def deliver_reply(
     A failure adds one short error line under whatever was already written.
     """
     event = ReplyEvent(client, room_id, reply_to=reply_to, thread=thread, msgtype=msgtype, on_sent=on_sent)
-    finished = asyncio.Event()
 
     async def send_typing() -> None:
         await client.room_typing(room_id, True, timeout=TYPING_TIMEOUT_MS)
 
-    typing = asyncio.create_task(keep_typing(send_typing, finished, TYPING_REFRESH_S), name="hearth-matrix-typing")
-    stream: ReplyStream | None = None
+    throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
     try:
-        if position > 1:
-            await event.show(queue_notice(position))
-        stream = await reply
-        throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
-        final = await stream_edits(stream, event.show, throttle)
-        if not final:
-            await event.show(EMPTY_REPLY)
-    except HearthError as exc:
-        log.warning("reply in %s failed: %s", room_id, exc, exc_info=getattr(exc, "original", None) or exc)
-        await _show_error(event, stream, exc)
-    except Exception as exc:
-        log.exception("reply in %s crashed", room_id)
-        await _show_error(event, stream, exc)
+        await present_reply(
+            reply,
+            event.show,
+            throttle,
+            send_typing=send_typing,
+            position=position,
+            typing_every=TYPING_REFRESH_S,
+            label=room_id,
+        )
     finally:
-        finished.set()
-        await typing
         try:
             await client.room_typing(room_id, False)
         except Exception:  # typing is cosmetic
             log.debug("could not clear typing in %s", room_id, exc_info=True)
     return event
-
-
-async def _show_error(event: ReplyEvent, stream: ReplyStream | None, exc: BaseException) -> None:
-    partial = defuse_mentions(stream.partial_text().strip()) if stream is not None else ""
-    text = f"{partial}\n\n{error_line(exc)}" if partial else error_line(exc)
-    try:
-        await event.show(text)
-    except Exception as send_error:
-        log.warning("could not show the error line either: %s", send_error)
 
 
 __all__ = ["MatrixSendError", "ReplyEvent", "deliver_reply", "send_event"]

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 
-from errors import InternalError, UserError
+from engine.reply import ReplyStream
+from errors import HearthError, InternalError, UserError
+
+log = logging.getLogger(__name__)
 
 UNFINISHED_MARKER = " ▌"
 ZERO_WIDTH_SPACE = "\u200b"
@@ -159,3 +163,53 @@ async def keep_typing(send_typing: Callable[[], Awaitable[None]], until: asyncio
             await asyncio.wait_for(until.wait(), every)
         except TimeoutError:
             continue
+
+
+async def present_reply(
+    reply: Awaitable[ReplyStream],
+    show: Callable[[str], Awaitable[None]],
+    throttle: EditThrottle,
+    *,
+    send_typing: Callable[[], Awaitable[None]],
+    position: int = 0,
+    typing_every: float = 8.0,
+    label: str = "room",
+    transport_errors: tuple[type[Exception], ...] = (),
+) -> None:
+    """Wait for a queued turn and stream it through ``show``, with typing kept alive throughout.
+
+    ``reply`` is the ticket's future: it resolves when the room's turn starts. While it waits,
+    a "you're #N in line" notice (when N > 1) is shown, and later edited into the reply. A
+    failure shows one short error line under whatever text was already written; a platform
+    error while showing (``transport_errors``) is only logged, since showing is what failed.
+    """
+    finished = asyncio.Event()
+    typing = asyncio.create_task(keep_typing(send_typing, finished, typing_every), name=f"hearth-typing-{label}")
+    stream: ReplyStream | None = None
+    try:
+        if position > 1:
+            await show(queue_notice(position))
+        stream = await reply
+        final = await stream_edits(stream, show, throttle)
+        if not final:
+            await show(EMPTY_REPLY)
+    except HearthError as exc:
+        log.warning("reply in %s failed: %s", label, exc, exc_info=getattr(exc, "original", None) or exc)
+        await _show_error(show, stream, exc)
+    except transport_errors as exc:
+        log.warning("could not show a reply in %s: %s", label, exc)
+    except Exception as exc:
+        log.exception("reply in %s crashed", label)
+        await _show_error(show, stream, exc)
+    finally:
+        finished.set()
+        await typing
+
+
+async def _show_error(show: Callable[[str], Awaitable[None]], stream: ReplyStream | None, exc: BaseException) -> None:
+    partial = defuse_mentions(stream.partial_text().strip()) if stream is not None else ""
+    text = f"{partial}\n\n{error_line(exc)}" if partial else error_line(exc)
+    try:
+        await show(text)
+    except Exception as show_error:  # the platform is failing; the log is all that is left
+        log.warning("could not show the error line either: %s", show_error)

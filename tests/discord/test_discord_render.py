@@ -13,8 +13,8 @@ from itertools import pairwise
 import pytest
 
 from adapters.discord_mapping import room_for
-from adapters.discord_reply import SAFE_MENTIONS, error_line
-from adapters.rendering import UNFINISHED_MARKER, EditThrottle, stream_edits
+from adapters.discord_reply import SAFE_MENTIONS
+from adapters.rendering import UNFINISHED_MARKER, EditThrottle, error_line, stream_edits
 from engine.reply import ReplyStream
 from errors import ModelError, UserError
 from tests.discord.conftest import FakeClock, Harness, PacedStream, admission_for
