@@ -57,7 +57,7 @@ from adapters.matrix_reply import deliver_reply, send_event
 from adapters.matrix_session import SessionState, log_in, make_client
 from engine.commands.core import CommandContext, CommandResult
 from engine.types import Attachment, Author, IncomingMessage, RoomRef
-from errors import HearthError, InternalError
+from errors import ConfigError, HearthError, InternalError
 
 if TYPE_CHECKING:
     from config import MatrixConfig
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 60.0  # a wrong homeserver URL fails start-up with one line instead of hanging
 OWN_EVENTS_KEPT = 2000
 LATE_JOIN_GRACE_MS = 60_000  # history older than this before our join is context, not a question
 MONOSPACE_OUTPUT = ("model list",)
@@ -84,8 +85,10 @@ class MatrixAdapter:
         config: MatrixConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ) -> None:
         self.conversation = conversation
+        self.connect_timeout = connect_timeout
         self.config = config
         self.clock = clock
         self.state = SessionState(store, config.user_id)
@@ -112,13 +115,17 @@ class MatrixAdapter:
         """Log in, catch up from the stored sync token, then keep syncing in a task."""
         config = self.config
         try:
-            await log_in(
-                self.client,
-                self.state,
-                password=config.password.get_secret_value() if config.password else None,
-                access_token=config.access_token.get_secret_value() if config.access_token else None,
-                device_name=config.device_name,
-            )
+            async with asyncio.timeout(self.connect_timeout):  # nio itself would retry forever
+                await log_in(
+                    self.client,
+                    self.state,
+                    password=config.password.get_secret_value() if config.password else None,
+                    access_token=config.access_token.get_secret_value() if config.access_token else None,
+                    device_name=config.device_name,
+                )
+        except TimeoutError:
+            await self.client.close()
+            raise ConfigError("matrix.homeserver", f"could not reach {config.homeserver}") from None
         except HearthError:
             await self.client.close()
             raise

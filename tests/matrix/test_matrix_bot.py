@@ -361,3 +361,22 @@ async def test_invites_from_other_users_are_declined(matrix_bot, matrix_user):
     room = stranger.rooms[room_id]
     assert bot.user_id not in room.users and bot.user_id not in room.invited_users, "the invite was not declined"
     assert room_id not in bot.adapter.client.rooms
+
+
+async def test_an_unreachable_homeserver_fails_start_with_one_line(app, tmp_path):
+    from adapters.matrix_adapter import MatrixAdapter
+    from config import MatrixConfig
+    from errors import ConfigError
+
+    from .synapse import free_port
+
+    config = MatrixConfig(
+        enabled=True,
+        homeserver=f"http://127.0.0.1:{free_port()}",
+        user_id="@hearth:localhost",
+        password="not-used",
+        store_dir=str(tmp_path / "matrix"),
+    )
+    adapter = MatrixAdapter(app.conversation, app.store, config, connect_timeout=3)
+    with pytest.raises(ConfigError, match=r"matrix.homeserver: could not reach http://127\.0\.0\.1:\d+"):
+        await adapter.start()
