@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from nio import AsyncClient, MegolmEvent
+from nio import AsyncClient, MegolmEvent, TypingNoticeEvent
 
 from adapters.matrix_reply import deliver_reply
 from adapters.rendering import UNFINISHED_MARKER
@@ -164,11 +164,19 @@ async def test_every_message_in_a_dm_is_answered(matrix_bot, matrix_user):
     room_id = await create_room(alice, invite=[bot.user_id], is_direct=True)
     await wait_for_member(alice, room_id, bot.user_id)
     skip_seen(alice, room_id)
+    typing: list[list[str]] = []
+
+    async def on_typing(room: Any, event: TypingNoticeEvent) -> None:
+        if room.room_id == room_id:
+            typing.append(list(event.users))
+
+    alice.add_ephemeral_callback(on_typing, TypingNoticeEvent)
     question = await send_text(alice, room_id, "hello, are you there?")
 
     events = await reply_events(alice, room_id, bot.user_id, question)
 
     assert events and events[0]["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == question
+    assert any(bot.user_id in users for users in typing), f"no typing notification from the bot: {typing}"
 
 
 async def test_model_load_is_refused_for_a_member_and_done_for_an_admin(matrix_bot, matrix_user, gemma_path):
