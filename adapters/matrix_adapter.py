@@ -322,9 +322,10 @@ class MatrixAdapter:
         if target is not None:
             new = content.get("m.new_content")
             new_body = new.get("body") if isinstance(new, dict) else None
-            if isinstance(new_body, str):
-                ref = room_for(room.room_id, new) if thread_root(new) else room_for(room.room_id, content)
-                await self.conversation.message_edited(ref, target, new_body)
+            if isinstance(new_body, str):  # an edit does not say which thread its message is in
+                ref = await self.conversation.locate(RoomRef(PLATFORM, room.room_id), target)
+                own_name = room.user_name(self.user_id) or self.display_name
+                await self.conversation.message_edited(ref, target, readable_text(new_body, {}, self.user_id, own_name))
             return
         await self._dispatch(room, event, event.body or "")
 
@@ -408,7 +409,8 @@ class MatrixAdapter:
     async def _on_redaction(self, room: MatrixRoom, event: RedactionEvent) -> None:
         if event.sender == self.user_id or self._catching_up:
             return
-        await self.conversation.message_deleted(RoomRef(PLATFORM, room.room_id), event.redacts)
+        ref = await self.conversation.locate(RoomRef(PLATFORM, room.room_id), event.redacts)
+        await self.conversation.message_deleted(ref, event.redacts)
 
     async def _on_undecryptable(self, room: MatrixRoom, event: MegolmEvent) -> None:
         log.warning("matrix: could not decrypt an event from %s in %s; asking for its key", event.sender, room.room_id)

@@ -176,6 +176,19 @@ class Conversation:
         room = await self.room(ref)
         return await self.store.get_message(room.conversation_id, message_id) is not None
 
+    async def locate(self, ref: RoomRef, message_id: str) -> RoomRef:
+        """The conversation, the room itself or one of its threads, that holds ``message_id``.
+
+        Edits and deletions on some platforms do not say which thread their message was in.
+        Falls back to ``ref`` when no conversation of the room has it.
+        """
+        for conversation_id, key in await self.store.conversations():
+            if (key.platform, key.room_id) != (ref.platform, ref.room_id):
+                continue
+            if await self.store.get_message(conversation_id, message_id) is not None:
+                return RoomRef(key.platform, key.room_id, key.thread_id)
+        return ref
+
     async def message_edited(self, ref: RoomRef, message_id: str, new_text: str) -> bool:
         """A user edited a message: memory follows (a covered summary is marked stale)."""
         room = await self.room(ref)

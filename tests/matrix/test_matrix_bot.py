@@ -6,6 +6,7 @@ account, so tests share only the homeserver.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -155,6 +156,20 @@ async def test_a_thread_is_its_own_conversation_and_the_reply_stays_in_it(matrix
     main_texts = [m.text for m in await bot.app.store.messages(main_room.conversation_id)]
     assert "which fruit is best?" in thread_texts and "which fruit is best?" not in main_texts
     assert main_texts == ["Thread: favourite fruit"]
+
+    # An edit does not name its thread; memory still finds the threaded message and follows it.
+    edit = {
+        "m.new_content": {"msgtype": "m.text", "body": "which berry is best?"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": question},
+    }
+    marker = await send_text(alice, room_id, "* which berry is best?", **edit)
+    await collect_events(alice, room_id, lambda e: e.source.get("event_id") == marker, timeout=30)
+    for _ in range(50):
+        stored = await bot.app.store.get_message(thread_room.conversation_id, question)
+        if stored is not None and stored.text == "which berry is best?":
+            break
+        await asyncio.sleep(0.1)
+    assert stored is not None and stored.text == "which berry is best?"
 
 
 async def test_every_message_in_a_dm_is_answered(matrix_bot, matrix_user):
