@@ -15,7 +15,6 @@ import io
 import logging
 import shlex
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -35,6 +34,7 @@ from adapters.discord_mapping import (
     room_for_channel_id,
 )
 from adapters.discord_reply import DISCORD_LIMIT, SAFE_MENTIONS, deliver_reply
+from adapters.recent_ids import RecentIds
 from adapters.rendering import defuse_mentions, split_message
 from engine.commands.core import CommandContext, CommandResult
 from engine.types import IncomingMessage, RoomRef
@@ -134,8 +134,7 @@ class DiscordAdapter:
         self.hearth = build_hearth_group(conversation, self.run_slash)
         self.tree.add_command(self.hearth)
         self.tree.on_error = self._on_tree_error
-        self._own_ids: deque[int] = deque(maxlen=OWN_MESSAGES_KEPT)
-        self._own_set: set[int] = set()
+        self._own: RecentIds[int] = RecentIds(OWN_MESSAGES_KEPT)
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[Any]] = set()
         for handler in (
@@ -206,10 +205,7 @@ class DiscordAdapter:
     # -- messages ---------------------------------------------------------------------------
 
     def _remember(self, message: discord.Message) -> None:
-        if len(self._own_ids) == self._own_ids.maxlen:
-            self._own_set.discard(self._own_ids[0])
-        self._own_ids.append(message.id)
-        self._own_set.add(message.id)
+        self._own.add(message.id)
 
     async def incoming(self, message: discord.Message) -> IncomingMessage | None:
         """Translate a message, or None when the engine should never see it.
@@ -237,7 +233,7 @@ class DiscordAdapter:
             me.id,
             allow_dms=self.config.allow_dms,
             answer_channels=self.config.answer_channels,
-            own_message_ids=self._own_set,
+            own_message_ids=self._own,
         )
         return IncomingMessage(
             room=room_for(message.channel),

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -54,7 +53,8 @@ from adapters.matrix_mapping import (
 )
 from adapters.matrix_render import preformatted_content, text_content, with_relation
 from adapters.matrix_reply import deliver_reply, send_event
-from adapters.matrix_session import SessionState, log_in, make_client
+from adapters.matrix_session import SessionState, keep_keys, log_in, make_client
+from adapters.recent_ids import RecentIds
 from engine.commands.core import CommandContext, CommandResult
 from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from errors import ConfigError, HearthError, InternalError
@@ -96,14 +96,12 @@ class MatrixAdapter:
             config.homeserver, config.user_id, Path(config.store_dir), config.encryption
         )
         self.display_name: str | None = None
-        self._own_ids: deque[str] = deque(maxlen=OWN_EVENTS_KEPT)
-        self._own_set: set[str] = set()
+        self._own: RecentIds[str] = RecentIds(OWN_EVENTS_KEPT)
         self._joined_at_ms: dict[str, int] = {}
         self._room_creators: dict[str, frozenset[str]] = {}
         self._catching_up = False
         self._sync_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.synced = asyncio.Event()
 
     @property
     def user_id(self) -> str:
@@ -192,36 +190,24 @@ class MatrixAdapter:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("matrix: sync failed (%s); retrying in %.0f s", type(exc).__name__, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
+                response = exc
             if isinstance(response, SyncResponse):
                 backoff = 1.0
                 try:
                     await self._after_sync(response)
                 except HearthError as exc:
                     log.warning("matrix: after-sync work failed: %s", exc)
-            else:
-                log.warning("matrix: sync error %s; retrying in %.0f s", getattr(response, "message", ""), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                continue
+            reason = getattr(response, "message", None) or type(response).__name__
+            log.warning("matrix: sync failed (%s); retrying in %.0f s", reason, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
     async def _after_sync(self, response: SyncResponse) -> None:
         """Persist the token (the events it covers were handled) and do the E2EE key chores."""
         await self.state.set("next_batch", response.next_batch)
-        self.synced.set()
-        client = self.client
-        if client.olm is None:
-            return
         try:
-            if client.should_upload_keys:
-                await client.keys_upload()
-            if client.should_query_keys:
-                await client.keys_query()
-            if client.should_claim_keys:
-                await client.keys_claim(client.get_users_for_key_claiming())
-            await client.send_to_device_messages()
+            await keep_keys(self.client)
         except Exception as exc:
             log.warning("matrix: encryption key upkeep failed: %s", exc)
 
@@ -230,11 +216,9 @@ class MatrixAdapter:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _remember_own(self, event_id: str) -> None:
-        if len(self._own_ids) == self._own_ids.maxlen:
-            self._own_set.discard(self._own_ids[0])
-        self._own_ids.append(event_id)
-        self._own_set.add(event_id)
+    def _own_name(self, room: MatrixRoom) -> str | None:
+        """The bot's name in ``room`` (a per-room display name wins over the profile's)."""
+        return room.user_name(self.user_id) or self.display_name
 
     # -- invites ----------------------------------------------------------------------------
 
@@ -282,14 +266,13 @@ class MatrixAdapter:
         return not (joined and stamp and stamp < joined - LATE_JOIN_GRACE_MS)
 
     async def _addressed(self, room: MatrixRoom, content: dict[str, Any], body: str) -> bool:
-        own_name = room.user_name(self.user_id) or self.display_name
         if is_addressed(
             content,
             body,
             user_id=self.user_id,
-            display_name=own_name,
+            display_name=self._own_name(room),
             member_count=room.member_count,
-            own_event_ids=self._own_set,
+            own_event_ids=self._own,
         ):
             return True
         target = replied_to(content)
@@ -303,11 +286,10 @@ class MatrixAdapter:
         self, room: MatrixRoom, event: Any, text: str, attachments: tuple[Attachment, ...] = ()
     ) -> IncomingMessage:
         content = event.source.get("content", {})
-        own_name = room.user_name(self.user_id) or self.display_name
         return IncomingMessage(
             room=room_for(room.room_id, content),
             author=await self.author_for(room, event.sender),
-            text=readable_text(text, content, self.user_id, own_name),
+            text=readable_text(text, content, self.user_id, self._own_name(room)),
             message_id=event.event_id,
             addressed=await self._addressed(room, content, text),
             attachments=attachments,
@@ -324,8 +306,8 @@ class MatrixAdapter:
             new_body = new.get("body") if isinstance(new, dict) else None
             if isinstance(new_body, str):  # an edit does not say which thread its message is in
                 ref = await self.conversation.locate(RoomRef(PLATFORM, room.room_id), target)
-                own_name = room.user_name(self.user_id) or self.display_name
-                await self.conversation.message_edited(ref, target, readable_text(new_body, {}, self.user_id, own_name))
+                text = readable_text(new_body, {}, self.user_id, self._own_name(room))
+                await self.conversation.message_edited(ref, target, text)
             return
         await self._dispatch(room, event, event.body or "")
 
@@ -347,12 +329,13 @@ class MatrixAdapter:
         if await self.conversation.already_stored(ref, event.event_id):
             return  # a replayed event: answered before the restart
         incoming = await self._incoming(room, event, text, attachments)
+        command = self.conversation.command_text(incoming)
         if not self._should_answer(room, event):
-            if self.conversation.command_text(incoming) is None:
+            if command is None:
                 await self.conversation.remember(replace(incoming, addressed=False))
             return
-        if self.conversation.command_text(incoming) is not None:
-            self._spawn(self._run_command(room, event, incoming))  # a model load must not stall the sync
+        if command is not None:
+            self._spawn(self._run_command(room, event, incoming, command))  # a model load must not stall the sync
             return
         outcome = await self.conversation.handle(incoming)
         self._spawn(self._respond(room, event, incoming.room, outcome))
@@ -378,17 +361,16 @@ class MatrixAdapter:
             msgtype=self.config.msgtype,
             edit_interval=self.config.edit_interval,
             clock=self.clock,
-            on_sent=self._remember_own,
+            on_sent=self._own.add,
         )
 
     async def _notice(self, room: MatrixRoom, event: Any, text: str, *, preformatted: bool = False) -> None:
         content = preformatted_content(text) if preformatted else text_content(text, "m.notice")
         with_relation(content, reply_to=event.event_id, thread=thread_root(event.source.get("content", {})))
-        self._remember_own(await send_event(self.client, room.room_id, content))
+        self._own.add(await send_event(self.client, room.room_id, content))
 
-    async def _run_command(self, room: MatrixRoom, event: Any, incoming: IncomingMessage) -> None:
+    async def _run_command(self, room: MatrixRoom, event: Any, incoming: IncomingMessage, line: str) -> None:
         """``!hearth …`` through the command core; progress lines ("loading…") are notices too."""
-        line = self.conversation.command_text(incoming) or "help"
 
         async def progress(text: str) -> None:
             await self._notice(room, event, text)

@@ -100,10 +100,24 @@ async def _use_token(client: AsyncClient, token: str, key: str | None) -> None:
     client.restore_login(response.user_id, response.device_id, token)
 
 
+async def keep_keys(client: AsyncClient) -> None:
+    """The E2EE chores ``sync_forever`` would do after a sync: upload, query and claim keys,
+    and send queued to-device messages. Nothing to do without encryption."""
+    if client.olm is None:
+        return
+    if client.should_upload_keys:
+        await client.keys_upload()
+    if client.should_query_keys:
+        await client.keys_query()
+    if client.should_claim_keys:
+        await client.keys_claim(client.get_users_for_key_claiming())
+    await client.send_to_device_messages()
+
+
 def _reason(response: object) -> str:
     code = getattr(response, "status_code", None)
     message = getattr(response, "message", None) or type(response).__name__
     return f"{code}: {message}" if code else str(message)
 
 
-__all__ = ["SessionState", "log_in", "make_client"]
+__all__ = ["SessionState", "keep_keys", "log_in", "make_client"]

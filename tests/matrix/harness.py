@@ -19,6 +19,8 @@ from typing import Any
 
 from nio import AsyncClient, Event, JoinError, RoomCreateError, RoomInviteError, RoomSendError, SyncError
 
+from adapters.matrix_session import keep_keys
+
 Predicate = Callable[[Event], bool]
 MEGOLM = "m.megolm.v1.aes-sha2"
 ENCRYPTION_STATE = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}
@@ -53,14 +55,7 @@ async def sync_once(client: AsyncClient, timeout_ms: int = 0) -> None:
         log.events.setdefault(room_id, []).extend(info.timeline.events)
     for room_id, info in response.rooms.invite.items():
         log.invites.setdefault(room_id, []).extend(info.invite_state)
-    if client.olm:
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
-        await client.send_to_device_messages()
+    await keep_keys(client)
 
 
 def seen_events(client: AsyncClient, room_id: str) -> list[Event]:
