@@ -48,14 +48,10 @@ class PersonaModels:
                 return None
             if entry.path.resolve() in self._failed:
                 raise ModelError(f"loading {entry.name} failed earlier in this run")
-            self.host.registry.info(entry)  # a missing or broken file is refused here, cheaply
-            problem = self.host.memory_problem(entry)
-            if problem is not None:
-                raise UserError(problem)
         except HearthError as exc:
             self._keep(persona, wanted, current, exc)
             return None
-        try:
+        try:  # load() refuses a broken file or a RAM shortfall before it touches the current model
             report = await self.host.load(wanted)
         except HearthError as exc:
             if not isinstance(exc, UserError):
