@@ -54,6 +54,8 @@ class ModelConfig(_Section):
     n_ubatch: int = Field(512, ge=32)
     n_gpu_layers: int = Field(0, ge=-1)
     flash_attn: bool = False  # see README "Performance": small warm batches are faster without it
+    flash_prefill: bool = True  # long cold prompts are evaluated with flash attention all the same
+    flash_prefill_min_tokens: int = Field(256, ge=1)
     chat_format: Literal["chatml", "gemma"] | None = None
     state_cache_mb: int = Field(512, ge=0)
     state_cache_dir: Path | None = None
@@ -162,6 +164,8 @@ class HearthConfig(_Section):
                 n_ubatch=m.n_ubatch,
                 n_gpu_layers=m.n_gpu_layers,
                 flash_attn=m.flash_attn,
+                flash_prefill=m.flash_prefill,
+                flash_prefill_min_tokens=m.flash_prefill_min_tokens,
                 chat_format=m.chat_format,
                 sampling=sampling,
                 models=tuple(

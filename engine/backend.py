@@ -30,6 +30,8 @@ class ModelSpec:
     n_ubatch: int = 512
     n_gpu_layers: int = 0
     flash_attn: bool = False
+    flash_prefill: bool = True  # evaluate long cold prompts in a second, flash-attention context
+    flash_prefill_min_tokens: int = 256
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     state_cache_mb: int = 512

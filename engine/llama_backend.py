@@ -28,9 +28,11 @@ import llama_cpp
 
 from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage, ChatTemplate, choose_format
+from engine.flash_prefill import FlashPrefill
 from engine.gguf_meta import GGUFInfo, read_gguf_info
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReasoningChunk, ReplyStream, TextChunk
+from engine.seq_state import read_sequence_state, write_sequence_state
 from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
 from errors import HearthError, ModelError
 
@@ -58,6 +60,7 @@ class LlamaBackend:
         self.template: ChatTemplate | None = None
         self.load_seconds: float = 0.0
         self._llm: Any = None
+        self._prefill: FlashPrefill | None = None  # evaluates long cold prompts (worker thread)
         self._executor: ThreadPoolExecutor | None = None
         # Tokenizing happens on the caller's thread (the vocab is read-only after load);
         # this lock only keeps it from racing a close() that frees the vocab.
@@ -122,6 +125,11 @@ class LlamaBackend:
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
+        if spec.flash_prefill and not spec.flash_attn:
+            try:
+                self._prefill = FlashPrefill(llm, self._abort_callback)
+            except ValueError as exc:  # llama.cpp could not make the second context: go without
+                log.warning("no flash-attention prefill for %s: %s", spec.name, exc)
         return llm
 
     def _arm_abort(self, armed: bool) -> None:
@@ -164,6 +172,9 @@ class LlamaBackend:
             self.states.flush()
         with self._lifecycle:
             llm, self._llm = self._llm, None
+            prefill, self._prefill = self._prefill, None
+            if prefill is not None:
+                prefill.close()  # before the weights it shares
             if llm is not None:
                 llm.close()
         _return_freed_memory()
@@ -224,17 +235,29 @@ class LlamaBackend:
         tokens = list(request.prompt_tokens)
         if len(tokens) + 1 > self.spec.n_ctx:
             raise ModelError(f"prompt of {len(tokens)} tokens does not fit n_ctx {self.spec.n_ctx}")
+        started = time.perf_counter()  # TTFT includes parking and restoring room states
         restored = self._switch_room(request.room_key, tokens)
         reused = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
+        evaluated = len(tokens) - reused
+        prefilled = 0  # prompt tokens the flash-attention context evaluated
+        if self._worth_prefilling(tokens, reused):
+            loaded, prefilled = self._prefill_plain_context(tokens)
+            if loaded:
+                evaluated = prefilled + 1  # and the last token, evaluated here
+            elif not reply.cancelled:
+                prefilled = 0  # not convertible: the plain context evaluates it all
         sampling = request.sampling
         max_tokens = min(sampling.max_tokens, self.spec.n_ctx - len(tokens))
         stop = list(dict.fromkeys([*self.template.stop, *sampling.stop])) if self.template else []
-        started = time.perf_counter()
         first_token_at = 0.0
         produced = 0
         finish = "stop"
         think = ThinkFilter()
-        evaluated = len(tokens) - reused
+        if reply.cancelled:  # before the turn started, or during the flash-attention prefill
+            waited = time.perf_counter() - started
+            return GenerationStats(
+                len(tokens), prefilled, 0, waited, waited, "cancelled", restored, prefilled_tokens=prefilled
+            )
         chunks = llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -279,7 +302,33 @@ class LlamaBackend:
             total_s=ended - started,
             finish_reason=finish,
             restored_state=restored,
+            prefilled_tokens=prefilled,
         )
+
+    def _worth_prefilling(self, tokens: list[int], reused: int) -> bool:
+        """A long cold stretch, which the flash-attention context would not have to redo more of."""
+        prefill, pending = self._prefill, len(tokens) - 1 - reused
+        return (
+            prefill is not None
+            and prefill.usable
+            and pending >= self.spec.flash_prefill_min_tokens
+            and prefill.pending(tokens[:-1]) <= pending
+        )
+
+    def _prefill_plain_context(self, tokens: list[int]) -> tuple[bool, int]:
+        """Evaluate all but the last prompt token with flash attention, and load the cells here.
+
+        Generation then evaluates just the last token in the plain context, which gives the
+        logits to sample from. On a cancel or an unconvertible state nothing is loaded, and
+        the plain path does the work. Returns whether the cells were loaded, and how many
+        tokens the flash-attention context evaluated.
+        """
+        assert self._prefill is not None
+        state = self._prefill.evaluate(tokens[:-1])
+        loaded = state is not None and self._restore(RoomState(tuple(tokens[:-1]), state))
+        if state is not None and not loaded:
+            self._prefill.usable = False  # llama.cpp refused a converted state; it would again
+        return loaded, self._prefill.last_evaluated
 
     def _drop_aborted_cells(self) -> None:
         """Make the KV cache match ``input_ids[:n_tokens]`` again after an aborted decode.
@@ -324,21 +373,17 @@ class LlamaBackend:
         llm, room = self._llm, self._resident
         if room is None or self.states is None or llm is None or llm.n_tokens == 0:
             return
-        ctx = llm._ctx.ctx
-        size = llama_cpp.llama_state_seq_get_size(ctx, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0)
-        if written:
+        data = read_sequence_state(llm._ctx.ctx)
+        if data:
             tokens = tuple(int(t) for t in llm.input_ids[: llm.n_tokens])
-            self.states.put(room, RoomState(tokens, ctypes.string_at(buffer, written)))
+            self.states.put(room, RoomState(tokens, data))
 
     def _restore(self, state: RoomState) -> bool:
         llm = self._llm
         ctx = llm._ctx.ctx
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         llm.n_tokens = 0
-        source = (ctypes.c_uint8 * len(state.data)).from_buffer_copy(state.data)
-        if not llama_cpp.llama_state_seq_set_data(ctx, source, len(state.data), 0):
+        if not write_sequence_state(ctx, state.data):
             log.warning("could not restore a room state; evaluating from scratch")
             llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
             return False

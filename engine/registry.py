@@ -100,6 +100,8 @@ class ModelRegistry:
             n_ubatch=s.n_ubatch,
             n_gpu_layers=s.n_gpu_layers,
             flash_attn=s.flash_attn,
+            flash_prefill=s.flash_prefill,
+            flash_prefill_min_tokens=s.flash_prefill_min_tokens,
             chat_format=entry.chat_format or s.chat_format,
             sampling=s.sampling.merged(entry.sampling),
             state_cache_mb=s.state_cache_mb,
@@ -107,10 +109,14 @@ class ModelRegistry:
         )
 
     def estimate_bytes(self, entry: ModelEntry) -> int:
-        """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers."""
+        """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers.
+
+        The flash-attention prefill context has a KV cache of its own (and shares the weights).
+        """
         info = self.info(entry)
         spec = self.spec_for(entry)
-        return info.file_size + info.kv_cache_bytes(spec.n_ctx) + LOAD_OVERHEAD_BYTES
+        caches = 2 if spec.flash_prefill and not spec.flash_attn else 1
+        return info.file_size + caches * info.kv_cache_bytes(spec.n_ctx) + LOAD_OVERHEAD_BYTES
 
     def default_entry(self) -> ModelEntry:
         return self.resolve(self.settings.default)

@@ -45,6 +45,7 @@ class GenerationStats:
     total_s: float = 0.0
     finish_reason: str = "stop"
     restored_state: bool = False
+    prefilled_tokens: int = 0  # of evaluated_prompt_tokens, those evaluated with flash attention
 
     @property
     def tokens_per_s(self) -> float:

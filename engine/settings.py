@@ -34,6 +34,8 @@ class ModelSettings:
     n_ubatch: int = 512
     n_gpu_layers: int = 0
     flash_attn: bool = False
+    flash_prefill: bool = True
+    flash_prefill_min_tokens: int = 256
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     models: tuple[ConfiguredModel, ...] = ()

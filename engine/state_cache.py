@@ -28,7 +28,7 @@ class RoomState:
     """The tokens a state holds, and llama.cpp's serialized sequence data for them."""
 
     tokens: tuple[int, ...]
-    data: bytes
+    data: bytes | bytearray
 
     @property
     def size(self) -> int:

@@ -92,9 +92,14 @@ def long_prompt(backend: LlamaBackend, min_tokens: int) -> list[int]:
             return tokens
 
 
-async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path):
-    """The abort callback stops llama_decode mid-prompt; the next turn still answers correctly."""
-    spec = ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2)
+@pytest.mark.parametrize("flash_prefill", [True, False], ids=["flash-prefill", "plain"])
+async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path, flash_prefill):
+    """The abort callback stops llama_decode mid-prompt; the next turn still answers correctly.
+
+    A long cold prompt is evaluated in the flash-attention context by default, so both
+    contexts' evaluations are cancelled here.
+    """
+    spec = ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2, flash_prefill=flash_prefill)
     greedy = SamplingParams(max_tokens=4, temperature=0.0)
     reference_backend, backend = LlamaBackend(spec), LlamaBackend(spec)
     await reference_backend.load()
@@ -104,6 +109,7 @@ async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path):
         full = reference_backend.stream(GenerationRequest(tokens, greedy, "room"))
         reference = await full.text()
         assert full.stats.evaluated_prompt_tokens == len(tokens)
+        assert bool(full.stats.prefilled_tokens) == flash_prefill
         full_eval_s = full.stats.ttft_s
 
         reply = backend.stream(GenerationRequest(tokens, greedy, "room"))
