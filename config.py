@@ -55,7 +55,7 @@ class ModelConfig(_Section):
     n_gpu_layers: int = Field(0, ge=-1)
     flash_attn: bool = False  # see README "Performance": small warm batches are faster without it
     flash_prefill: bool = True  # long cold prompts are evaluated with flash attention all the same
-    flash_prefill_min_tokens: int = Field(256, ge=1)
+    flash_prefill_min_tokens: int = Field(128, ge=1)
     chat_format: Literal["chatml", "gemma"] | None = None
     state_cache_mb: int = Field(512, ge=0)
     state_cache_dir: Path | None = None

@@ -1,7 +1,8 @@
 """Many rooms taking turns: time to first token, cold and warm, with the state cache on and off.
 
 Compares hearth's backend with raw llama-cpp-python (defaults, and with LlamaRAMCache) on
-the same prompts in the same run. Usage: python -m bench.rooms [--rooms 8] [--turns 3]
+the same prompts in the same run.
+Usage: python -m bench.rooms [--rooms 8] [--turns 3] [--flash-attn on|off] [--flash-prefill on|off]
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def conversation(room: int, turn: int) -> list[ChatMessage]:
     return messages
 
 
-async def run_hearth(rooms: int, turns: int, cache_mb: int, flash_attn: bool = False) -> dict:
-    spec = ModelSpec("smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn)
+async def run_hearth(
+    rooms: int, turns: int, cache_mb: int, flash_attn: bool = False, flash_prefill: bool = True
+) -> dict:
+    spec = ModelSpec(
+        "smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn, flash_prefill=flash_prefill
+    )
     backend = LlamaBackend(spec)
     await backend.load()
     cold, warm, evaluated = [], [], []
@@ -79,12 +84,13 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=8)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--flash-attn", choices=("on", "off"), default="off", help="hearth's model.flash_attn")
+    parser.add_argument("--flash-prefill", choices=("on", "off"), default="on", help="hearth's model.flash_prefill")
     args = parser.parse_args()
     require_model(SMOL)
-    fa = args.flash_attn == "on"
-    hearth = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024, flash_attn=fa))
-    single = asyncio.run(run_hearth(1, args.turns + 1, cache_mb=1024, flash_attn=fa))
-    off = asyncio.run(run_hearth(args.rooms, 2, cache_mb=0, flash_attn=fa))
+    options = {"flash_attn": args.flash_attn == "on", "flash_prefill": args.flash_prefill == "on"}
+    hearth = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024, **options))
+    single = asyncio.run(run_hearth(1, args.turns + 1, cache_mb=1024, **options))
+    off = asyncio.run(run_hearth(args.rooms, 2, cache_mb=0, **options))
     raw_cache = run_raw(args.rooms, args.turns, ram_cache=True)
     raw_default = run_raw(args.rooms, 1, ram_cache=False, cold_only=True)
     warm = hearth["warm"]
@@ -93,7 +99,7 @@ def main() -> None:
         {
             "rooms": args.rooms,
             "turns": args.turns,
-            "flash_attn": fa,
+            **options,
             "cold_ttft_s": hearth["cold"],
             "warm_ttft_s": warm,
             "single_room_warm_ttft_s": single["warm"],

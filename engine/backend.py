@@ -31,7 +31,7 @@ class ModelSpec:
     n_gpu_layers: int = 0
     flash_attn: bool = False
     flash_prefill: bool = True  # evaluate long cold prompts in a second, flash-attention context
-    flash_prefill_min_tokens: int = 256
+    flash_prefill_min_tokens: int = 128
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     state_cache_mb: int = 512

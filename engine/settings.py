@@ -35,7 +35,7 @@ class ModelSettings:
     n_gpu_layers: int = 0
     flash_attn: bool = False
     flash_prefill: bool = True
-    flash_prefill_min_tokens: int = 256
+    flash_prefill_min_tokens: int = 128
     chat_format: str | None = None
     sampling: SamplingParams = field(default_factory=SamplingParams)
     models: tuple[ConfiguredModel, ...] = ()

@@ -109,3 +109,30 @@ async def test_cold_turns_are_prefilled_and_warm_turns_are_not(smol_path, flash_
         assert warm.stats.prefilled_tokens == 0, "a short warm stretch stays in the plain context"
     finally:
         await backend.close()
+
+
+async def test_a_long_message_is_prefilled_only_when_it_outweighs_the_history(smol_path):
+    """Flash attention is slower for a batch much shorter than the cache it attends to."""
+    backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2))
+    greedy = SamplingParams(max_tokens=2, temperature=0.0)
+    await backend.load()
+    try:
+        history = conversation(1)
+        first = backend.stream(GenerationRequest(backend.tokenize(backend.render(history)), greedy, "room"))
+        await first.text()
+        assert first.stats.prefilled_tokens > 300
+
+        history += [ChatMessage("assistant", "The tide turns."), ChatMessage("user", TEXT + TEXT)]
+        tokens = backend.tokenize(backend.render(history))
+        long = backend.stream(GenerationRequest(tokens, greedy, "room"))
+        await long.text()
+        assert long.stats.prefilled_tokens > first.stats.prompt_tokens, "longer than the history: flash"
+
+        history += [ChatMessage("assistant", "Yes."), ChatMessage("user", TEXT[:700])]
+        tokens = backend.tokenize(backend.render(history))
+        medium = backend.stream(GenerationRequest(tokens, greedy, "room"))
+        await medium.text()
+        assert 128 <= medium.stats.evaluated_prompt_tokens < long.stats.prompt_tokens
+        assert medium.stats.prefilled_tokens == 0, "shorter than the history before it: plain"
+    finally:
+        await backend.close()
