@@ -5,6 +5,10 @@ because llama-cpp objects are not thread-safe and generation must never block th
 event loop. Tokens flow back to the loop through a ReplyStream. llama-cpp failures are
 translated into ModelError right here, where they enter.
 
+A long cold prompt is evaluated in a second, flash-attention context on the same weights
+and its KV cells handed to the plain one (``engine.flash_prefill``): each layout is faster
+at one of the two jobs.
+
 Cancelling a reply stops it within a fraction of a second, even in the middle of a long
 prompt evaluation: while the prompt is evaluated, an abort callback on the llama context,
 polled by the CPU backend between graph nodes, makes ``llama_decode`` give up once the
@@ -238,14 +242,12 @@ class LlamaBackend:
         started = time.perf_counter()  # TTFT includes parking and restoring room states
         restored = self._switch_room(request.room_key, tokens)
         reused = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
-        evaluated = len(tokens) - reused
-        prefilled = 0  # prompt tokens the flash-attention context evaluated
-        if self._worth_prefilling(tokens, reused):
-            loaded, prefilled = self._prefill_plain_context(tokens)
-            if loaded:
-                evaluated = prefilled + 1  # and the last token, evaluated here
-            elif not reply.cancelled:
-                prefilled = 0  # not convertible: the plain context evaluates it all
+        evaluated, prefilled = self._prefill_if_worth_it(tokens, reused, reply)
+        if reply.cancelled:  # before the turn started, or during the flash-attention prefill
+            waited = time.perf_counter() - started
+            return GenerationStats(
+                len(tokens), prefilled, 0, waited, waited, "cancelled", restored, prefilled_tokens=prefilled
+            )
         sampling = request.sampling
         max_tokens = min(sampling.max_tokens, self.spec.n_ctx - len(tokens))
         stop = list(dict.fromkeys([*self.template.stop, *sampling.stop])) if self.template else []
@@ -253,11 +255,6 @@ class LlamaBackend:
         produced = 0
         finish = "stop"
         think = ThinkFilter()
-        if reply.cancelled:  # before the turn started, or during the flash-attention prefill
-            waited = time.perf_counter() - started
-            return GenerationStats(
-                len(tokens), prefilled, 0, waited, waited, "cancelled", restored, prefilled_tokens=prefilled
-            )
         chunks = llm.create_completion(
             prompt=tokens,
             max_tokens=max_tokens,
@@ -319,20 +316,25 @@ class LlamaBackend:
         flash_pending = prefill.pending(tokens[:-1])
         return flash_pending <= pending * 1.1 and flash_pending >= len(tokens) - 1 - flash_pending
 
-    def _prefill_plain_context(self, tokens: list[int]) -> tuple[bool, int]:
+    def _prefill_if_worth_it(self, tokens: list[int], reused: int, reply: ReplyStream) -> tuple[int, int]:
         """Evaluate all but the last prompt token with flash attention, and load the cells here.
 
         Generation then evaluates just the last token in the plain context, which gives the
         logits to sample from. On a cancel or an unconvertible state nothing is loaded, and
-        the plain path does the work. Returns whether the cells were loaded, and how many
-        tokens the flash-attention context evaluated.
+        the plain path does the work. Returns the prompt tokens evaluated for this turn, and
+        how many of them the flash-attention context evaluated.
         """
+        plain = len(tokens) - reused
+        if not self._worth_prefilling(tokens, reused):
+            return plain, 0
         assert self._prefill is not None
         state = self._prefill.evaluate(tokens[:-1])
-        loaded = state is not None and self._restore(RoomState(tuple(tokens[:-1]), state))
-        if state is not None and not loaded:
+        prefilled = self._prefill.last_evaluated
+        if state is not None and self._restore(RoomState(tuple(tokens[:-1]), state)):
+            return prefilled + 1, prefilled
+        if state is not None:
             self._prefill.usable = False  # llama.cpp refused a converted state; it would again
-        return loaded, self._prefill.last_evaluated
+        return (prefilled, prefilled) if reply.cancelled else (plain, 0)
 
     def _drop_aborted_cells(self) -> None:
         """Make the KV cache match ``input_ids[:n_tokens]`` again after an aborted decode.
