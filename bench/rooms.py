@@ -99,7 +99,8 @@ def main() -> None:
         {
             "rooms": args.rooms,
             "turns": args.turns,
-            **options,
+            "flash_attn": options["flash_attn"],
+            "flash_prefill": options["flash_prefill"] and not options["flash_attn"],  # in effect
             "cold_ttft_s": hearth["cold"],
             "warm_ttft_s": warm,
             "single_room_warm_ttft_s": single["warm"],

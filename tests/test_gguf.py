@@ -59,3 +59,19 @@ def test_chat_with_bad_model_prints_one_line(tmp_path, config_file):
     assert "Traceback" not in result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "broken.gguf" in lines[0]
+
+
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_ram_estimate_counts_the_prefill_contexts_kv_cache(smol_path, flash_attn):
+    """The flash-attention prefill context has its own KV cache, unless the main one is flash already."""
+    from engine.registry import ModelRegistry
+    from engine.settings import ModelSettings
+
+    def estimate(prefill: bool) -> int:
+        settings = ModelSettings(models_dir=smol_path.parent, n_ctx=4096, flash_attn=flash_attn, flash_prefill=prefill)
+        registry = ModelRegistry(settings)
+        return registry.estimate_bytes(registry.resolve("smollm2-135m-instruct"))
+
+    kv = read_gguf_info(smol_path).kv_cache_bytes(4096)
+    assert 80 * 2**20 < kv < 110 * 2**20  # ~23 KB per token for SmolLM2
+    assert estimate(True) - estimate(False) == (0 if flash_attn else kv)
