@@ -131,8 +131,8 @@ def test_wrong_field_types_name_the_card_field() -> None:
                 "data": {"name": "A", "extensions": {"hearth": {"sampling": {"temperature": "hot"}}}},
             }
         )
-    with pytest.raises(PersonaError, match=r"unknown macro \{\{random::a::b\}\}"):
-        parse_card_json({"name": "A", "first_mes": "{{random::a::b}}"})
+    with pytest.raises(PersonaError, match=r"unknown macro \{\{idle_duration\}\}"):
+        parse_card_json({"name": "A", "first_mes": "{{idle_duration}}"})
 
 
 def test_bad_character_book() -> None:
