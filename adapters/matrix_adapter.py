@@ -36,7 +36,7 @@ from nio import (
 )
 from nio.events.room_events import RoomEncryptedMedia
 
-from adapters.matrix_attachments import read_attachment
+from adapters.matrix_attachments import read_attachment, replied_file
 from adapters.matrix_mapping import (
     PLATFORM,
     creators_of,
@@ -56,6 +56,7 @@ from adapters.matrix_reply import deliver_reply, send_event
 from adapters.matrix_session import SessionState, keep_keys, log_in, make_client
 from adapters.recent_ids import RecentIds
 from engine.commands.core import CommandContext, CommandResult
+from engine.commands.lore_commands import MAX_IMPORT_BYTES
 from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from errors import ConfigError, HearthError, InternalError
 
@@ -375,7 +376,12 @@ class MatrixAdapter:
         async def progress(text: str) -> None:
             await self._notice(room, event, text)
 
-        ctx = CommandContext(incoming.room, incoming.author, incoming.attachments, progress=progress)
+        async def replied_file() -> tuple[Attachment, ...]:
+            return await self._replied_file(room, event)
+
+        ctx = CommandContext(
+            incoming.room, incoming.author, incoming.attachments, progress=progress, fetch_files=replied_file
+        )
         result: CommandResult = await self.conversation.run_command(line, ctx)
         try:
             preformatted = result.ok and any(line.lower().startswith(name) for name in MONOSPACE_OUTPUT)
@@ -385,6 +391,18 @@ class MatrixAdapter:
                 await self.deliver(room.room_id, admission, incoming.room, reply_to=event.event_id)
         except HearthError as exc:
             log.warning("matrix: could not answer a command in %s: %s", incoming.room.label, exc)
+
+    async def _replied_file(self, room: MatrixRoom, event: Any) -> tuple[Attachment, ...]:
+        """A command can't carry a file, so a command replying to a file event takes that file."""
+        target = replied_to(event.source.get("content", {}))
+        if target is None:
+            return ()
+        try:
+            attachment = await replied_file(self.client, room.room_id, target, MAX_IMPORT_BYTES)
+        except Exception as exc:  # the command still runs, and says there is nothing attached
+            log.warning("matrix: could not fetch the file %s replied to: %s", target, exc)
+            return ()
+        return (attachment,) if attachment is not None else ()
 
     # -- edits, deletions, undecryptable events ---------------------------------------------
 

@@ -4,6 +4,10 @@ A small text file (plain or end-to-end encrypted) is downloaded and read into ``
 so the model sees it as part of the message. Anything else (images, audio, big files)
 is described by name and size only; a failed download is logged and never loses the
 message that came with it.
+
+A Matrix command event cannot carry a file, so a ``!hearth`` command sent as a reply to a
+file event takes that file's bytes (``data``) as its attachment: that is how
+``persona import`` gets a character card.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nio import AsyncClient, DownloadResponse
+from nio import AsyncClient, DownloadResponse, MegolmEvent, RoomGetEventResponse
 from nio.crypto import decrypt_attachment
-from nio.events.room_events import RoomEncryptedMedia
+from nio.events.room_events import RoomEncryptedMedia, RoomMessageMedia
 
 from adapters.matrix_mapping import is_text_file
 from engine.types import Attachment
@@ -44,6 +48,31 @@ async def read_attachment(client: AsyncClient, event: Any, max_bytes: int) -> At
     )
 
 
+async def replied_file(client: AsyncClient, room_id: str, event_id: str, max_bytes: int) -> Attachment | None:
+    """The file of the event ``event_id`` (decrypted if need be) with its bytes, or None if it isn't one.
+
+    A file over ``max_bytes`` or a failed download gives an Attachment without ``data``, so
+    the command can say what went wrong.
+    """
+    response = await client.room_get_event(room_id, event_id)
+    if not isinstance(response, RoomGetEventResponse):
+        return None
+    event = response.event
+    if isinstance(event, MegolmEvent):
+        try:
+            event = client.decrypt_event(event)
+        except Exception as exc:  # no key for it (yet): treat it like a file we can't read
+            log.warning("matrix: could not decrypt the replied-to event %s: %s", event_id, exc)
+            return None
+    if not isinstance(event, RoomMessageMedia | RoomEncryptedMedia):
+        return None
+    filename, mimetype, size = _info(event)
+    raw = None if size > max_bytes else await _download(client, event)
+    if raw is None or len(raw) > max_bytes:
+        return Attachment(filename=filename, content_type=mimetype, size=size or len(raw or b""))
+    return Attachment(filename=filename, content_type=mimetype, size=len(raw), data=raw)
+
+
 async def _download(client: AsyncClient, event: Any) -> bytes | None:
     try:
         response = await client.download(mxc=event.url)
@@ -62,4 +91,4 @@ async def _download(client: AsyncClient, event: Any) -> bytes | None:
         return None
 
 
-__all__ = ["read_attachment"]
+__all__ = ["read_attachment", "replied_file"]

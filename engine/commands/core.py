@@ -25,17 +25,27 @@ class CommandContext:
     """Who runs a command, where, and how to tell them about progress.
 
     ``progress`` lets a long command (a model load) report "loading…" before it ends;
-    adapters pass their own sender, and the default drops the message.
+    adapters pass their own sender, and the default drops the message. ``fetch_files``
+    gets files the command points at rather than carries (on Matrix, the file event it
+    replies to); it runs only when a command asks, after its checks passed, so nobody
+    can make the bot download files with a command they may not run.
     """
 
     room: RoomRef
     author: Author
     attachments: tuple[Attachment, ...] = ()
     progress: Callable[[str], Awaitable[None]] | None = None
+    fetch_files: Callable[[], Awaitable[tuple[Attachment, ...]]] | None = None
 
     async def report(self, text: str) -> None:
         if self.progress is not None:
             await self.progress(text)
+
+    async def files(self) -> tuple[Attachment, ...]:
+        """The files attached to the command, else those it points at."""
+        if self.attachments or self.fetch_files is None:
+            return self.attachments
+        return await self.fetch_files()
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,9 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def persona_import(ctx: CommandContext, args: list[str]) -> str:
         dest = conv.settings.user_persona_dir
-        if ctx.attachments:
-            attachment = ctx.attachments[0]
+        files = await ctx.files()
+        if files:
+            attachment = files[0]
             if attachment.data is None:
                 raise CommandError("could not read the attached file")
             if len(attachment.data) > MAX_IMPORT_BYTES:
@@ -83,7 +84,9 @@ def commands(conv: Conversation) -> list[Command]:
         elif args and ctx.room.platform == "console":
             persona = conv.personas.import_file(Path(args[0]).expanduser(), dest)
         else:
-            raise CommandError("attach a character card (PNG or JSON) or a persona YAML to import it")
+            raise CommandError(
+                "attach a character card (PNG or JSON) or a persona YAML to the command, or reply to one with it"
+            )
         return f"imported {persona.name}; use: persona set {persona.name.lower()}"
 
     return [
@@ -109,7 +112,7 @@ def commands(conv: Conversation) -> list[Command]:
             ("persona", "import"),
             persona_import,
             "import a character card or persona file",
-            "[FILE on the console, else attach it]",
+            "[FILE on the console, else attach it or reply to it]",
             checks=(admin_only,),
             max_args=1,
         ),

@@ -370,6 +370,49 @@ async def test_a_text_file_is_read_and_other_media_gets_a_polite_refusal(matrix_
     assert "can't read that" in events[-1]["content"]["body"]
 
 
+async def _upload_encrypted(user: AsyncClient, data: bytes, content_type: str, filename: str) -> dict[str, Any]:
+    """Upload ``data`` encrypted; returns the event's ``file`` object (url, key, iv, hashes)."""
+    import io
+
+    from nio import UploadResponse
+
+    response, keys = await user.upload(io.BytesIO(data), content_type, filename, encrypt=True, filesize=len(data))
+    assert isinstance(response, UploadResponse), response
+    return {"url": response.content_uri, **keys}
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+async def test_a_command_replying_to_a_card_imports_it(matrix_bot, matrix_user, fixtures_dir, encrypted):
+    """A Matrix command carries no file, so ``persona import`` takes the file it replies to."""
+    bot = await matrix_bot(encryption=encrypted)
+    admin, member = await matrix_user("admin"), await matrix_user("member")
+    room_id = await group_room(admin, bot, [member], encrypted=encrypted)
+    card = (fixtures_dir / "Seraphina.png").read_bytes()
+    info = {"mimetype": "image/png", "size": len(card)}
+    if encrypted:
+        file = await _upload_encrypted(admin, card, "image/png", "Seraphina.png")
+        upload = await send_text(admin, room_id, "Seraphina.png", msgtype="m.image", file=file, info=info)
+    else:
+        url = await _upload(admin, card, "image/png", "Seraphina.png")
+        upload = await send_text(admin, room_id, "Seraphina.png", msgtype="m.image", url=url, info=info)
+    reply_to_upload = {"m.relates_to": {"m.in_reply_to": {"event_id": upload}}}
+
+    async def answer(user: AsyncClient, body: str, **content: Any) -> str:
+        sent = await send_text(user, room_id, body, **content)
+        events = await collect_events(user, room_id, lambda e: _answers(e, bot.user_id, sent), timeout=60)
+        return events[-1]["content"]["body"]
+
+    skip_seen(member, room_id)
+    refused = await answer(member, "!hearth persona import", **reply_to_upload)
+    assert "admin" in refused
+    skip_seen(admin, room_id)
+    nothing = await answer(admin, "!hearth persona import")
+    assert "reply to one" in nothing, "a command without a file says how to give it one"
+    imported = await answer(admin, "!hearth persona import", **reply_to_upload)
+    assert "imported Seraphina" in imported
+    assert "seraphina" in [name.lower() for name in bot.app.conversation.personas.names()]
+
+
 async def test_invites_from_other_users_are_declined(matrix_bot, matrix_user):
     bot = await matrix_bot(allowed_inviters=["@friend-*:*"])
     stranger = await matrix_user("stranger")
