@@ -51,6 +51,21 @@ class AssembledPrompt:
         return len(self.tokens)
 
 
+PLACEHOLDER_USER = "User"  # SillyTavern's default user name
+
+
+def prompt_user(turns: Sequence[Turn]) -> str:
+    """Who ``{{user}}`` is in the persona, lore and greeting: the cached front of the prompt.
+
+    With one person talking it is their name. With several, it is ``User``: naming the last
+    speaker there would change the prompt's front at every change of speaker, and each
+    change would re-evaluate the whole prompt (seconds on a CPU, against a fraction of a
+    second warm). Each user line still carries its speaker's name.
+    """
+    names = {turn.speaker for turn in turns if turn.role == "user"}
+    return names.pop() if len(names) == 1 else PLACEHOLDER_USER
+
+
 def group_turns(turns: Sequence[Turn]) -> list[ChatMessage]:
     """Consecutive user turns become one user message, each line keeping its speaker's name."""
     messages: list[ChatMessage] = []

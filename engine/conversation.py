@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from engine.backend import GenerationRequest
 from engine.chat_template import ChatMessage
 from engine.commands.core import CommandContext, CommandCore, CommandResult
-from engine.context import AssembledPrompt, Turn, assemble
+from engine.context import AssembledPrompt, Turn, assemble, prompt_user
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
 from engine.reply import ReplyStream
@@ -264,7 +264,8 @@ class Conversation:
         after = summary.covers_through_id if summary else None
         stored = await self.store.messages(room.conversation_id, after_id=after)
         turns = [Turn(m.role, m.author_name, m.text) for m in stored if m.role in ("user", "assistant")]
-        greeting = persona.render_greeting(room.last_user)
+        user = prompt_user(turns)  # stable in a group, so the evaluated prefix stays reusable
+        greeting = persona.render_greeting(user)
         if greeting and summary is None:
             turns.insert(0, Turn("assistant", persona.name, greeting))
         constant, keyed = await self.lore_for(room, persona, [t.text for t in turns])
@@ -279,7 +280,7 @@ class Conversation:
         )
         return assemble(
             backend,
-            system=persona.render_system(room.last_user, lore_before, lore_after),
+            system=persona.render_system(user, lore_before, lore_after),
             turns=turns,
             n_ctx=backend.spec.n_ctx,
             reserve=sampling.max_tokens,

@@ -94,3 +94,14 @@ async def test_order_is_system_summary_turns_then_volatile():
     assert roles == ["system", "user", "assistant", "system", "user"]
     assert prompt.messages[0].content.index("SYSTEM") < prompt.messages[0].content.index("SUMMARY")
     assert prompt.messages[3].content == "LORE"
+
+
+def test_prompt_user_is_the_one_speaker_or_a_stable_placeholder():
+    from engine.context import PLACEHOLDER_USER, prompt_user
+
+    alone = [Turn("user", "Alice", "hi"), Turn("assistant", "Hearth", "hello"), Turn("user", "Alice", "again")]
+    assert prompt_user(alone) == "Alice"
+    group = [*alone, Turn("user", "Bob", "me too")]
+    assert prompt_user(group) == PLACEHOLDER_USER
+    assert prompt_user([*group, Turn("user", "Alice", "and now?")]) == prompt_user(group), "not the last speaker"
+    assert prompt_user([]) == PLACEHOLDER_USER

@@ -134,3 +134,15 @@ async def test_stop_cancels_a_running_reply(app):
         break
     await asyncio.wait_for(reply.text(), 5)
     assert reply.stats.finish_reason == "cancelled"
+
+
+async def test_a_change_of_speaker_keeps_the_evaluated_prompt_warm(app):
+    """``{{user}}`` in the persona must not follow the last speaker, or every turn is cold."""
+    conv = app.conversation
+    bob = Author("u2", "Bob")
+    for text, author in [("Hello, I am Alice.", ALICE), ("And I am Bob. Hi!", bob)]:
+        await (await conv.reply_now(message(text, author=author))).text()
+    await conv.scheduler.wait_idle()
+    third = await conv.reply_now(message("What is two plus two?", author=ALICE))
+    await third.text()
+    assert third.stats.evaluated_prompt_tokens < third.stats.prompt_tokens / 2
