@@ -31,10 +31,10 @@ class FlashPrefill:
     """A flash-attention context on a loaded model's weights, used only to evaluate prompts."""
 
     def __init__(self, llm: Any, abort_callback: Any) -> None:
-        params = llama_cpp.llama_context_default_params()
         plain = llm.context_params
-        for name in ("n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch"):
-            setattr(params, name, getattr(plain, name))
+        # Everything as the plain context has it (sizes, threads, KV types, RoPE), so the
+        # cells mean the same in both; only the attention kernel differs.
+        params = llama_cpp.llama_context_params.from_buffer_copy(plain)
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.no_perf = True
         self._n_batch = int(plain.n_batch)
