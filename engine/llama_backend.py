@@ -34,6 +34,7 @@ from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage, ChatTemplate, choose_format
 from engine.flash_prefill import FlashPrefill
 from engine.gguf_meta import GGUFInfo, read_gguf_info
+from engine.llama_log import route_llama_logs
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReasoningChunk, ReplyStream, TextChunk
 from engine.seq_state import read_sequence_state, write_sequence_state
@@ -41,6 +42,7 @@ from engine.state_cache import RoomState, StateCache, common_prefix, model_ident
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
+route_llama_logs()
 
 
 def _return_freed_memory() -> None:

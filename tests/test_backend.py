@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -93,13 +94,14 @@ def long_prompt(backend: LlamaBackend, min_tokens: int) -> list[int]:
 
 
 @pytest.mark.parametrize("flash_prefill", [True, False], ids=["flash-prefill", "plain"])
-async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path, flash_prefill):
+async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path, flash_prefill, caplog):
     """The abort callback stops llama_decode mid-prompt; the next turn still answers correctly.
 
     A long cold prompt is evaluated in the flash-attention context by default, so both
     contexts' evaluations are cancelled here.
     """
     spec = ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2, flash_prefill=flash_prefill)
+    caplog.set_level(logging.DEBUG, logger="llama.cpp")
     greedy = SamplingParams(max_tokens=4, temperature=0.0)
     reference_backend, backend = LlamaBackend(spec), LlamaBackend(spec)
     await reference_backend.load()
@@ -122,6 +124,9 @@ async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path, flash_prefi
         assert reply.stats.completion_tokens == 0
         assert reply.stats.evaluated_prompt_tokens < len(tokens), "the evaluation was cut short"
         assert stopped_after_s < full_eval_s / 4, "cancel waited for the evaluation to finish"
+        said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "llama.cpp"]
+        assert (logging.DEBUG, "llama_decode: failed to decode, ret = 2") in said, "llama.cpp's log is routed"
+        assert all(level < logging.WARNING for level, _ in said), f"a deliberate cancel is no warning: {said}"
 
         # Another room in between parks the cancelled room's state; then the room comes back.
         other = backend.stream(GenerationRequest(prompt(backend, "Say hello."), greedy, "other"))
