@@ -22,17 +22,21 @@ log = logging.getLogger(__name__)
 
 _MAGIC = b"HRTHSTv1"
 
+SeqState = bytes | bytearray | memoryview  # llama.cpp's serialized sequence data
+
 
 @dataclass(frozen=True)
 class RoomState:
     """The tokens a state holds, and llama.cpp's serialized sequence data for them."""
 
     tokens: tuple[int, ...]
-    data: bytes | bytearray
+    data: SeqState
 
     @property
     def size(self) -> int:
-        return len(self.data) + 4 * len(self.tokens)
+        """Bytes held, counting a view's whole buffer (read_sequence_state leaves headroom)."""
+        held = self.data.obj if isinstance(self.data, memoryview) else self.data
+        return len(held) + 4 * len(self.tokens)
 
 
 def common_prefix(a: tuple[int, ...] | list[int], b: list[int]) -> int:
@@ -88,6 +92,10 @@ class StateCache:
         self.hits += 1
         self.put(room, state)
         return state
+
+    def peek(self, room: str) -> RoomState | None:
+        """The room's state in RAM, if any, without counting a hit or reading the disk."""
+        return self._ram.get(room)
 
     def discard_ram(self, room: str) -> None:
         old = self._ram.pop(room, None)

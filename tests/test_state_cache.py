@@ -104,3 +104,26 @@ async def test_states_survive_a_restart(smol_path, tmp_path):
         assert warm.restored_state and warm.evaluated_prompt_tokens < 20
     finally:
         await second.close()
+
+
+async def test_restored_states_answer_exactly_as_if_never_parked(smol_path):
+    """Rooms taking turns (park, restore, buffers reused) reply byte for byte like rooms in a row."""
+    greedy = SamplingParams(max_tokens=6, temperature=0.0)
+    turns = ["hello", "what is in the north?", "and the south?"]
+
+    async def replies(order: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, state_cache_mb=64))
+        await backend.load()
+        try:
+            out = {}
+            for room, turn in order:
+                reply = backend.stream(GenerationRequest(room_prompt(backend, room, turns[: turn + 1]), greedy, room))
+                out[room, turn] = await reply.text()
+                assert reply.stats.restored_state == (order[0][0] != order[1][0] and turn > 0)
+            return out
+        finally:
+            await backend.close()
+
+    in_a_row = await replies([(room, turn) for room in "AB" for turn in range(3)])
+    interleaved = await replies([(room, turn) for turn in range(3) for room in "AB"])
+    assert interleaved == in_a_row
