@@ -13,6 +13,7 @@ file event takes that file's bytes (``data``) as its attachment: that is how
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from nio import AsyncClient, DownloadResponse, MegolmEvent, RoomGetEventResponse
@@ -36,16 +37,10 @@ def _info(event: Any) -> tuple[str, str | None, int]:
 
 async def read_attachment(client: AsyncClient, event: Any, max_bytes: int) -> Attachment:
     """The file behind ``event``; ``text`` is set only for a readable text file within ``max_bytes``."""
-    filename, mimetype, size = _info(event)
+    filename, mimetype, _ = _info(event)
     readable = event.source.get("content", {}).get("msgtype") == "m.file" and is_text_file(filename, mimetype)
-    if not readable or size > max_bytes:
-        return Attachment(filename=filename, content_type=mimetype, size=size)
-    raw = await _download(client, event)
-    if raw is None or len(raw) > max_bytes:
-        return Attachment(filename=filename, content_type=mimetype, size=size or len(raw or b""))
-    return Attachment(
-        filename=filename, content_type=mimetype, size=len(raw), text=raw.decode("utf-8", errors="replace")
-    )
+    described, raw = await _fetch(client, event, max_bytes, download=readable)
+    return described if raw is None else replace(described, text=raw.decode("utf-8", errors="replace"))
 
 
 async def replied_file(client: AsyncClient, room_id: str, event_id: str, max_bytes: int) -> Attachment | None:
@@ -66,11 +61,17 @@ async def replied_file(client: AsyncClient, room_id: str, event_id: str, max_byt
             return None
     if not isinstance(event, RoomMessageMedia | RoomEncryptedMedia):
         return None
+    described, raw = await _fetch(client, event, max_bytes, download=True)
+    return described if raw is None else replace(described, data=raw)
+
+
+async def _fetch(client: AsyncClient, event: Any, max_bytes: int, *, download: bool) -> tuple[Attachment, bytes | None]:
+    """The file described by name and size, and its bytes when asked for and within ``max_bytes``."""
     filename, mimetype, size = _info(event)
-    raw = None if size > max_bytes else await _download(client, event)
+    raw = await _download(client, event) if download and size <= max_bytes else None
     if raw is None or len(raw) > max_bytes:
-        return Attachment(filename=filename, content_type=mimetype, size=size or len(raw or b""))
-    return Attachment(filename=filename, content_type=mimetype, size=len(raw), data=raw)
+        return Attachment(filename=filename, content_type=mimetype, size=size or len(raw or b"")), None
+    return Attachment(filename=filename, content_type=mimetype, size=len(raw)), raw
 
 
 async def _download(client: AsyncClient, event: Any) -> bytes | None:
