@@ -43,7 +43,6 @@ class FlashPrefill:
         self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)
         self._tokens: list[int] = []  # what this context's KV cache holds now
         self.last_evaluated = 0  # tokens the last evaluate() decoded, for the generation stats
-        self._buffer: memoryview | None = None  # the last state read out, reused for the next
         # The owner's callback object: it outlives this context, which holds only its pointer.
         llama_cpp.llama_set_abort_callback(self._ctx.ctx, abort_callback, None)
         self.usable = True
@@ -75,8 +74,7 @@ class FlashPrefill:
             # Ubatches of an aborted batch may be in the cache: trim to what is recorded.
             llama_cpp.llama_memory_seq_rm(self._memory, -1, len(self._tokens), -1)
             return None
-        self._buffer = read_sequence_state(self._ctx.ctx, reuse=self._buffer)
-        state = transpose_values(self._buffer)
+        state = transpose_values(read_sequence_state(self._ctx.ctx))
         if state is None:
             log.warning("this model's KV state has a layout hearth can't convert; prompts are evaluated plainly")
             self.usable = False
@@ -87,5 +85,4 @@ class FlashPrefill:
         self._batch.close()
         self._ctx.close()
         self._tokens = []
-        self._buffer = None
         self.usable = False

@@ -248,7 +248,13 @@ class LlamaBackend:
         if reply.cancelled:  # before the turn started, or during the flash-attention prefill
             waited = time.perf_counter() - started
             return GenerationStats(
-                len(tokens), prefilled, 0, waited, waited, "cancelled", restored, prefilled_tokens=prefilled
+                prompt_tokens=len(tokens),
+                evaluated_prompt_tokens=prefilled,
+                ttft_s=waited,
+                total_s=waited,
+                finish_reason="cancelled",
+                restored_state=restored,
+                prefilled_tokens=prefilled,
             )
         sampling = request.sampling
         max_tokens = min(sampling.max_tokens, self.spec.n_ctx - len(tokens))
