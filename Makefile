@@ -7,6 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SWAP_MODEL := models/gemma-3-270m-q4_k_m.gguf
+# Some VMs report AMX in /proc/cpuinfo but their hypervisor does not let a process use the AMX
+# tiles, so llama.cpp's -march=native build dies with SIGILL (tilezero) on the first big batch.
+# An explicit -mno-amx-* wins over -march=native in GCC, whatever the order.
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
 
 .PHONY: chat test setup lint bench
 chat: setup
@@ -23,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	@echo "Installing dependencies. The first install compiles llama-cpp-python (about 5-6 minutes on 2 cores); pip's wheel cache makes later installs fast."
-	$(VENV)/bin/pip install -e ".[dev]"
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(VENV)/bin/pip install -e ".[dev]"
 	touch $(STAMP)
 
 $(DEFAULT_MODEL): | $(STAMP)
