@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,13 @@ from engine.model_host import ModelHost
 from engine.registry import ModelRegistry
 from engine.types import RoomRef
 from errors import HearthError, UserError
+from log_redaction import SecretRedactor, config_secrets
 from memory import ConversationKey, MemoryStore
 from personas import PersonaLibrary
 
 log = logging.getLogger("hearth")
+
+ADAPTER_CLOSE_TIMEOUT_S = 2.0  # SIGTERM must end the process within a few seconds, whatever a server does
 
 
 @dataclass
@@ -59,8 +62,13 @@ class App:
 
     async def close(self) -> None:
         for adapter in reversed(self.adapters):
-            with contextlib.suppress(Exception):
-                await adapter.close()
+            try:
+                async with asyncio.timeout(ADAPTER_CLOSE_TIMEOUT_S):
+                    await adapter.close()
+            except TimeoutError:
+                log.warning("%s did not close in %.0f s; leaving it", type(adapter).__name__, ADAPTER_CLOSE_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("closing %s failed: %s", type(adapter).__name__, exc)
         await self.conversation.close()
         await self.host.close()
         await self.store.close()
@@ -86,27 +94,62 @@ async def cmd_chat(args: argparse.Namespace, config: HearthConfig) -> int:
     return 0
 
 
-async def cmd_run(args: argparse.Namespace, config: HearthConfig) -> int:
+async def cmd_run(args: argparse.Namespace, config: HearthConfig, redactor: SecretRedactor | None = None) -> int:
+    """Start the engine and every enabled adapter, then run until SIGINT or SIGTERM.
+
+    A signal cancels whatever is under way, start-up included: a homeserver that never answers
+    must not hold the process for nio's retries. Closing each adapter is bounded as well.
+    """
     adapters = _enabled_adapters(config)
     if not adapters:
         raise UserError("no adapter is enabled: set discord.enabled or matrix.enabled in the config")
     app = App.build(config)
-    stop = asyncio.Event()
+    serving = asyncio.create_task(_serve(app, adapters, redactor), name="hearth-run")
+    signalled = False
+
+    def on_signal() -> None:
+        nonlocal signalled
+        if not signalled:
+            log.info("shutting down")
+        signalled = True
+        serving.cancel()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
-        await app.start()
-        for make in adapters:
-            adapter = make(app)
-            app.adapters.append(adapter)
-            await adapter.start()
-        log.info("hearth is running with %s; Ctrl-C stops it", ", ".join(type(a).__name__ for a in app.adapters))
-        await stop.wait()
-        log.info("shutting down")
+        await serving
+    except asyncio.CancelledError:
+        if not signalled:
+            raise
     finally:
         await app.close()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
     return 0
+
+
+async def _serve(app: App, adapters: list[Any], redactor: SecretRedactor | None) -> None:
+    """Start everything, then wait to be cancelled."""
+    await app.start()
+    for make in adapters:
+        adapter = make(app)
+        app.adapters.append(adapter)  # appended before start(), so close() ends a start cut short
+        if redactor is not None:
+            redactor.watch(_live_token(adapter))
+        await adapter.start()
+    log.info("hearth is running with %s; Ctrl-C stops it", ", ".join(type(a).__name__ for a in app.adapters))
+    await asyncio.Event().wait()
+
+
+def _live_token(adapter: Any) -> Callable[[], str | None]:
+    """The access token an adapter's client holds now (a Matrix password login makes a new one)."""
+
+    def token() -> str | None:
+        value = getattr(getattr(adapter, "client", None), "access_token", None)
+        return value if isinstance(value, str) else None
+
+    return token
 
 
 def _enabled_adapters(config: HearthConfig) -> list[Any]:
@@ -271,10 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = load_config(args.config)
+        redactor = SecretRedactor(config_secrets(config))
+        redactor.install(logging.getLogger())
         if not args.debug:
-            logging.getLogger().setLevel(
-                logging.INFO if args.command == "run" else max(logging.WARNING, getattr(logging, config.logging.level))
-            )
+            level = getattr(logging, config.logging.level)
+            logging.getLogger().setLevel(level if args.command == "run" else max(logging.WARNING, level))
+        if args.command == "run":
+            return asyncio.run(cmd_run(args, config, redactor))
         return asyncio.run(COMMANDS[args.command](args, config))
     except ConfigErrors as exc:
         for error in exc.errors:

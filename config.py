@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from engine.sampling import DEFAULT_REPEAT_PENALTY, SamplingParams
-from engine.settings import ConfiguredModel, EngineSettings, MemorySettings, ModelSettings
+from engine.sampling import DEFAULT_REPEAT_PENALTY, SAMPLING_KEYS, SamplingParams
+from engine.settings import ConfiguredModel, EngineSettings, LimitSettings, MemorySettings, ModelSettings
 from errors import ConfigError
+from sampling_limits import SAMPLING_BOUNDS, sampling_problem
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -27,12 +28,12 @@ class _Section(BaseModel):
 
 
 class SamplingConfig(_Section):
-    temperature: float = Field(0.7, ge=0, le=5)
-    top_p: float = Field(0.9, gt=0, le=1)
-    top_k: int = Field(40, ge=0)
-    min_p: float = Field(0.05, ge=0, le=1)
-    repeat_penalty: float = Field(DEFAULT_REPEAT_PENALTY, ge=0.5, le=3)
-    max_tokens: int = Field(256, ge=1, le=8192)
+    temperature: float = Field(0.7, **SAMPLING_BOUNDS["temperature"].field_bounds())
+    top_p: float = Field(0.9, **SAMPLING_BOUNDS["top_p"].field_bounds())
+    top_k: int = Field(40, **SAMPLING_BOUNDS["top_k"].field_bounds())
+    min_p: float = Field(0.05, **SAMPLING_BOUNDS["min_p"].field_bounds())
+    repeat_penalty: float = Field(DEFAULT_REPEAT_PENALTY, **SAMPLING_BOUNDS["repeat_penalty"].field_bounds())
+    max_tokens: int = Field(256, **SAMPLING_BOUNDS["max_tokens"].field_bounds())
     stop: list[str] = Field(default_factory=list)
 
 
@@ -42,6 +43,18 @@ class ModelOverride(_Section):
     n_ctx: int | None = Field(None, ge=256)
     chat_format: Literal["chatml", "gemma"] | None = None
     sampling: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sampling")
+    @classmethod
+    def _sampling_in_range(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Checked here, so a bad override fails at start rather than at every turn."""
+        for key, item in value.items():
+            if key not in SAMPLING_KEYS:
+                raise ValueError(f"{key}: unknown sampling setting; known: {', '.join(SAMPLING_KEYS)}")
+            problem = sampling_problem(key, item)
+            if problem:
+                raise ValueError(f"{key}: {problem.split(': ', 1)[1]} (got {item!r})")
+        return value
 
 
 class ModelConfig(_Section):
@@ -84,6 +97,14 @@ class EngineConfig(_Section):
     persona_models: bool = True
 
 
+class LimitsConfig(_Section):
+    """Per-user and per-room rate limits; 0 turns a limit off. Operators are exempt."""
+
+    user_messages_per_minute: float = Field(20, ge=0)
+    user_burst: int = Field(8, ge=1)
+    room_replies_per_minute: float = Field(30, ge=0)
+
+
 class DiscordConfig(_Section):
     enabled: bool = False
     token: SecretStr | None = None
@@ -93,6 +114,7 @@ class DiscordConfig(_Section):
     answer_channels: list[str] = Field(default_factory=list)
     ignore_bots: bool = True
     edit_interval: float = Field(1.0, ge=0.2)
+    max_edits: int = Field(60, ge=1)
     dev_guild: str | None = None
     shard_count: int | Literal["auto"] | None = None
 
@@ -115,6 +137,7 @@ class MatrixConfig(_Section):
     admin_power_level: int = 50
     allowed_inviters: list[str] = Field(default_factory=list)
     edit_interval: float = Field(1.0, ge=0.2)
+    max_edits: int = Field(60, ge=1)
     msgtype: Literal["m.text", "m.notice"] = "m.text"
     encryption: bool = False
     store_dir: str = "data/matrix"
@@ -140,6 +163,7 @@ class HearthConfig(_Section):
     personas: PersonasConfig = Field(default_factory=PersonasConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     discord: DiscordConfig = Field(default_factory=DiscordConfig)
     matrix: MatrixConfig = Field(default_factory=MatrixConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -175,6 +199,7 @@ class HearthConfig(_Section):
                 state_cache_dir=m.state_cache_dir,
             ),
             memory=MemorySettings(**self.memory.model_dump()),
+            limits=LimitSettings(**self.limits.model_dump()),
         )
 
 

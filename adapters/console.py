@@ -3,12 +3,13 @@
 On a terminal the reply streams token by token. When stdin is not a terminal (a pipe
 or a file), each line is one message and each reply is printed whole, then a newline,
 so scripts can read it. Lines starting with ``/`` are commands; the console user is
-an admin.
+an operator (and manages its one room): it sits at the bot's machine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import sys
 from typing import TextIO
 
@@ -17,7 +18,7 @@ from engine.conversation import Conversation
 from engine.types import Author, IncomingMessage, RoomRef
 from errors import HearthError
 
-CONSOLE_USER = Author(id="console", display_name="User", is_admin=True, is_room_manager=True)
+CONSOLE_USER = Author(id="console", display_name="User", is_operator=True, is_room_manager=True, on_host=True)
 
 
 class ConsoleAdapter:
@@ -34,6 +35,9 @@ class ConsoleAdapter:
         self.room = RoomRef("console", room_id)
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
+        for stream in (self.stdin, self.stdout):  # invalid UTF-8 in a pipe is U+FFFD, not a crash
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(errors="replace")
         self.interactive = self.stdin.isatty()
         self._counter = 0
 

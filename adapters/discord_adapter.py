@@ -145,7 +145,8 @@ class DiscordAdapter:
             self.on_raw_bulk_message_delete,
         ):
             self.client.event(handler)
-        self.client.setup_hook = self.sync_commands  # type: ignore[method-assign]
+        self._owners: frozenset[str] = frozenset()
+        self.client.setup_hook = self._setup  # type: ignore[method-assign]
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -181,6 +182,29 @@ class DiscordAdapter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+
+    async def _setup(self) -> None:
+        await self.load_owners()
+        await self.sync_commands()
+
+    async def load_owners(self) -> None:
+        """The application's owner, or its team's members: operators by default, like discord.py's
+        ``Bot.is_owner``. Failing to read them leaves ``discord.admin_users`` as the only operators."""
+        try:
+            info = await self.client.application_info()
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            log.warning("discord: could not read the application's owners (%s); operators: admin_users only", exc)
+            return
+        if info.team is not None:
+            self._owners = frozenset(str(member.id) for member in info.team.members)
+        elif info.owner is not None:
+            self._owners = frozenset({str(info.owner.id)})
+        log.info("discord: %d application owner(s) are operators", len(self._owners))
+
+    @property
+    def operators(self) -> frozenset[str]:
+        """User ids with bot-wide rights: ``discord.admin_users`` plus the application's owners."""
+        return frozenset(self.config.admin_users) | self._owners
 
     async def sync_commands(self) -> None:
         """Sync ``/hearth`` to the dev guild (instant) or globally (may take an hour to show)."""
@@ -225,7 +249,7 @@ class DiscordAdapter:
         attachments = await read_attachments(message.attachments)
         if not text and not any(a.text for a in attachments):
             return None
-        author = author_for(message.author, message.channel, self.config.admin_users, self.config.admin_roles)
+        author = author_for(message.author, message.channel, self.operators, self.config.admin_roles)
         if not self.config.ignore_bots:
             author = replace(author, is_bot=False)  # the config says bots are answered like people
         addressed = is_addressed(
@@ -263,7 +287,7 @@ class DiscordAdapter:
         try:
             if outcome.kind == "reply" and outcome.admission is not None:
                 await self.deliver(message.channel, outcome.admission, room, reference=message)
-            elif outcome.kind == "busy" and outcome.notice:
+            elif outcome.kind in ("busy", "limited") and outcome.notice:
                 await message.reply(defuse_mentions(outcome.notice), allowed_mentions=SAFE_MENTIONS)
             elif outcome.kind == "command" and outcome.command is not None:
                 for piece in split_message(defuse_mentions(outcome.command.text), DISCORD_LIMIT):
@@ -290,6 +314,7 @@ class DiscordAdapter:
                 reference=reference,
                 position=admission.position,
                 edit_interval=self.config.edit_interval,
+                max_edits=self.config.max_edits,
                 clock=self.clock,
                 on_sent=self._remember,
                 room_label=room.label,
@@ -329,12 +354,12 @@ class DiscordAdapter:
 
     # -- slash commands ---------------------------------------------------------------------
 
-    def _is_admin_command(self, words: Sequence[str]) -> bool:
+    def _is_privileged_command(self, words: Sequence[str]) -> bool:
         try:
             command, _ = self.conversation.commands.find(list(words))
         except CommandError:
             return False
-        return command.is_admin
+        return command.privileged
 
     async def run_slash(
         self,
@@ -352,8 +377,8 @@ class DiscordAdapter:
             room = room_for(channel)
         else:  # a partial channel: look it up, so a thread still maps to (parent, thread)
             room = room_for_channel_id(self.client, interaction.channel_id or 0)
-        author = author_for(interaction.user, channel, self.config.admin_users, self.config.admin_roles)
-        responder = InteractionResponder(interaction, ephemeral_hint=self._is_admin_command(words))
+        author = author_for(interaction.user, channel, self.operators, self.config.admin_roles)
+        responder = InteractionResponder(interaction, ephemeral_hint=self._is_privileged_command(words))
 
         async def execute() -> CommandResult:
             files = await read_attachments(attachments, cards=True)  # a card download counts toward the deadline

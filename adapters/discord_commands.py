@@ -117,9 +117,12 @@ def build_hearth_group(conversation: Conversation, run: Runner) -> app_commands.
         await run(interaction, ["persona", "set", name])
 
     @persona.command(name="import", description=about("persona", "import", fallback="import a character card"))
-    @app_commands.describe(file="a character card (PNG or JSON) or a persona YAML file")
-    async def persona_import(interaction: discord.Interaction, file: discord.Attachment) -> None:
-        await run(interaction, ["persona", "import"], attachments=[file])
+    @app_commands.describe(
+        file="a character card (PNG or JSON) or a persona YAML file",
+        replace="overwrite a persona of the same name (built-ins included)",
+    )
+    async def persona_import(interaction: discord.Interaction, file: discord.Attachment, replace: bool = False) -> None:
+        await run(interaction, ["persona", "import", *(["--replace"] if replace else [])], attachments=[file])
 
     # -- memory -----------------------------------------------------------------------------
 

@@ -84,40 +84,41 @@ def _guild_permissions(user: Any) -> discord.Permissions | None:
     return getattr(user, "guild_permissions", None) if isinstance(user, discord.Member) else None
 
 
-def is_admin(user: Any, admin_users: Container[str], admin_roles: Iterable[str]) -> bool:
-    """Bot admin: listed by id, holding a listed role (id or name), or Administrator / Manage Server."""
-    if str(user.id) in admin_users:
-        return True
+def is_operator(user: Any, operators: Container[str]) -> bool:
+    """Bot-wide rights: by user id only (``discord.admin_users`` and the application's owners).
+
+    No role or server permission ever counts: those belong to one guild, and an operator's
+    commands change what every guild gets.
+    """
+    return str(user.id) in operators
+
+
+def is_room_manager(user: Any, channel: Any, admin_roles: Iterable[str]) -> bool:
+    """Rights in this channel: Manage Channels, Manage Server or Administrator in its guild,
+    or a role listed in ``discord.admin_roles`` (by id or name). Threads inherit their parent's."""
     if not isinstance(user, discord.Member):
         return False  # a DM has no roles or server permissions
     wanted = {role.strip().lower() for role in admin_roles if role.strip()}
     if any(str(role.id) in wanted or role.name.lower() in wanted for role in user.roles):
         return True
     permissions = _guild_permissions(user)
-    return bool(permissions and (permissions.administrator or permissions.manage_guild))
-
-
-def is_room_manager(user: Any, channel: Any) -> bool:
-    """Manage Channels where the message was written (threads inherit their parent's permissions)."""
-    if not isinstance(user, discord.Member):
-        return False
+    if permissions and (permissions.administrator or permissions.manage_guild):
+        return True
     if isinstance(channel, discord.abc.GuildChannel | discord.Thread):
         try:
             return channel.permissions_for(user).manage_channels
         except Exception:  # an uncached parent channel: fall back to the server-wide permission
             log.debug("could not resolve channel permissions for %s", user.id, exc_info=True)
-    permissions = _guild_permissions(user)
     return bool(permissions and permissions.manage_channels)
 
 
-def author_for(user: Any, channel: Any, admin_users: Container[str], admin_roles: Iterable[str]) -> Author:
-    """The engine's view of a Discord user; rights are decided here, from Discord roles and permissions."""
-    admin = is_admin(user, admin_users, admin_roles)
+def author_for(user: Any, channel: Any, operators: Container[str], admin_roles: Iterable[str]) -> Author:
+    """The engine's view of a Discord user; rights are decided here, from ids, roles and permissions."""
     return Author(
         id=str(user.id),
         display_name=getattr(user, "display_name", None) or user.name,
-        is_admin=admin,
-        is_room_manager=admin or is_room_manager(user, channel),
+        is_operator=is_operator(user, operators),
+        is_room_manager=is_room_manager(user, channel, admin_roles),
         is_bot=bool(getattr(user, "bot", False)),
     )
 
@@ -244,7 +245,7 @@ __all__ = [
     "author_for",
     "in_answer_channel",
     "is_addressed",
-    "is_admin",
+    "is_operator",
     "read_attachments",
     "readable_text",
     "room_for",

@@ -4,12 +4,17 @@ Discord caps a message at 2,000 characters, so a reply may span several messages
 render splits the whole text again (code fences stay balanced) and touches only the
 messages whose piece changed: usually just the last one. Every send and edit carries the
 safe ``AllowedMentions``, so nothing the model writes can ping anyone but the person asked.
+
+``discord.max_edits`` caps the updates of the whole reply, not of each message: one update
+edits a message at most once, so no message is edited more than ``max_edits`` times. When a
+long reply reaches the cap, its later messages appear with the final update.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -83,6 +88,7 @@ async def deliver_reply(
     reference: discord.Message | None = None,
     position: int = 0,
     edit_interval: float = 1.0,
+    max_edits: int | None = None,
     clock: Callable[[], float] | None = None,
     on_sent: Callable[[discord.Message], None] | None = None,
     room_label: str = "discord",
@@ -91,14 +97,15 @@ async def deliver_reply(
 
     ``reply`` is the ticket's future: it resolves when the room's turn starts. While it waits,
     a "you're #N in line" notice (when N > 1) becomes the message the reply is later edited into.
-    A failure shows one short error line under whatever text was already written.
+    A failure shows one short error line under whatever text was already written. At most
+    ``max_edits`` updates follow the first send, the last of them with the whole reply.
     """
     messages = ReplyMessages(channel, reference, on_sent=on_sent)
 
     async def send_typing() -> None:
         await channel.typing()
 
-    throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
+    throttle = EditThrottle(edit_interval, clock or time.monotonic, max_edits=max_edits)
     await present_reply(
         reply,
         messages.show,

@@ -45,7 +45,8 @@ from adapters.matrix_mapping import (
     effective_power,
     inviter_allowed,
     is_addressed,
-    is_admin,
+    is_operator,
+    is_room_manager,
     readable_text,
     replied_to,
     room_for,
@@ -113,6 +114,7 @@ class MatrixAdapter:
     async def start(self) -> None:
         """Log in, catch up from the stored sync token, then keep syncing in a task."""
         config = self.config
+        log.info("matrix: connecting to %s as %s", config.homeserver, config.user_id)
         try:
             async with asyncio.timeout(self.connect_timeout):  # nio itself would retry forever
                 await log_in(
@@ -240,13 +242,15 @@ class MatrixAdapter:
     # -- messages ---------------------------------------------------------------------------
 
     async def author_for(self, room: MatrixRoom, user_id: str) -> Author:
-        """Rights come from ``matrix.admins`` globs or the user's power level in this room."""
+        """Operators by ``matrix.admins`` globs; room managers by their power level in this room."""
         level = room.power_levels.get_user_level(user_id) if room.power_levels else 0
         if creators_privileged(room.room_version):
             level = effective_power(user_id, level, await self._creators(room.room_id), room.room_version)
-        admin = is_admin(user_id, level, self.config.admins, self.config.admin_power_level)
         return Author(
-            id=user_id, display_name=room.user_name(user_id) or user_id, is_admin=admin, is_room_manager=admin
+            id=user_id,
+            display_name=room.user_name(user_id) or user_id,
+            is_operator=is_operator(user_id, self.config.admins),
+            is_room_manager=is_room_manager(level, self.config.admin_power_level),
         )
 
     async def _creators(self, room_id: str) -> frozenset[str]:
@@ -345,7 +349,7 @@ class MatrixAdapter:
         try:
             if outcome.kind == "reply" and outcome.admission is not None:
                 await self.deliver(room.room_id, outcome.admission, ref, reply_to=event.event_id)
-            elif outcome.kind == "busy" and outcome.notice:
+            elif outcome.kind in ("busy", "limited") and outcome.notice:
                 await self._notice(room, event, outcome.notice)
         except HearthError as exc:
             log.warning("matrix: could not answer in %s: %s", ref.label, exc)
@@ -361,6 +365,7 @@ class MatrixAdapter:
             position=admission.position,
             msgtype=self.config.msgtype,
             edit_interval=self.config.edit_interval,
+            max_edits=self.config.max_edits,
             clock=self.clock,
             on_sent=self._own.add,
         )
@@ -383,6 +388,8 @@ class MatrixAdapter:
             incoming.room, incoming.author, incoming.attachments, progress=progress, fetch_files=replied_file
         )
         result: CommandResult = await self.conversation.run_command(line, ctx)
+        if (result.data or {}).get("silent"):
+            return  # rate limited, and told so once already: stay silent
         try:
             preformatted = result.ok and any(line.lower().startswith(name) for name in MONOSPACE_OUTPUT)
             await self._notice(room, event, result.text.strip() or "(done)", preformatted=preformatted)

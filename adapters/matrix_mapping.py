@@ -152,9 +152,15 @@ def creators_of(create_event: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(c for c in creators if isinstance(c, str))
 
 
-def is_admin(user_id: str, power_level: int, admins: Iterable[str], admin_power_level: int) -> bool:
-    """A bot admin: listed by glob in ``matrix.admins`` or holding enough power in the room."""
-    return matches_any(user_id, admins) or power_level >= admin_power_level
+def is_operator(user_id: str, admins: Iterable[str]) -> bool:
+    """Bot-wide rights: a user id matching a ``matrix.admins`` glob. Power in a room never counts:
+    anyone can create a room and hold power 100 there."""
+    return matches_any(user_id, admins)
+
+
+def is_room_manager(power_level: int, admin_power_level: int) -> bool:
+    """Rights in this room only: a power level of at least ``matrix.admin_power_level`` here."""
+    return power_level >= admin_power_level
 
 
 def inviter_allowed(inviter: str, allowed: Iterable[str], own_user_id: str) -> bool:
@@ -177,7 +183,8 @@ __all__ = [
     "effective_power",
     "inviter_allowed",
     "is_addressed",
-    "is_admin",
+    "is_operator",
+    "is_room_manager",
     "is_text_file",
     "matches_any",
     "mentions_user",

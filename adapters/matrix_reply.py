@@ -1,13 +1,16 @@
 """Showing one streamed reply in a Matrix room: one event, then ``m.replace`` edits of it.
 
 The first event answers the triggering message (inside its thread when there is one);
-later text arrives as edits no more often than ``matrix.edit_interval``, and the final
-edit carries the whole reply. Typing notifications run while the model writes.
+later text arrives as edits no more often than ``matrix.edit_interval`` and no more than
+``matrix.max_edits`` times, and the final edit carries the whole reply: clients load every
+edit of an event, and a room with a message edited ~1,000 times stops loading in some.
+Typing notifications run while the model writes.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -82,6 +85,7 @@ async def deliver_reply(
     position: int = 0,
     msgtype: str = "m.text",
     edit_interval: float = 1.0,
+    max_edits: int | None = None,
     clock: Callable[[], float] | None = None,
     on_sent: Callable[[str], None] | None = None,
 ) -> ReplyEvent:
@@ -95,7 +99,7 @@ async def deliver_reply(
     async def send_typing() -> None:
         await client.room_typing(room_id, True, timeout=TYPING_TIMEOUT_MS)
 
-    throttle = EditThrottle(edit_interval, clock) if clock is not None else EditThrottle(edit_interval)
+    throttle = EditThrottle(edit_interval, clock or time.monotonic, max_edits=max_edits)
     try:
         await present_reply(
             reply,

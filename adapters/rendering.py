@@ -105,18 +105,41 @@ def _open_fence(text: str) -> str | None:
 
 
 class EditThrottle:
-    """Allows at most one edit per ``interval`` seconds of ``clock`` time."""
+    """Allows at most one edit per ``interval`` seconds of ``clock`` time, and at most
+    ``max_edits`` edits of one reply in all (None: no cap).
 
-    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+    The first update of a reply is a send, not an edit; every later one is an edit. One edit
+    is always kept back for the final text, so once ``max_edits - 1`` interim edits were made
+    ``ready()`` says no for the rest of the stream and ``stream_edits`` puts the whole reply
+    in one last edit. Some clients stop loading a room whose messages were edited ~1,000 times.
+    """
+
+    def __init__(
+        self, interval: float, clock: Callable[[], float] = time.monotonic, *, max_edits: int | None = None
+    ) -> None:
+        if max_edits is not None and max_edits < 1:
+            raise ValueError("max_edits must be at least 1")
         self.interval = interval
         self.clock = clock
+        self.max_edits = max_edits
+        self.edits = 0  # updates made after the first (the first is the send)
         self._last: float | None = None
 
+    @property
+    def capped(self) -> bool:
+        """True once only the final edit is left (interim edits stop)."""
+        return self.max_edits is not None and self._last is not None and self.edits >= self.max_edits - 1
+
     def ready(self) -> bool:
+        if self.capped:
+            return False
         now = self.clock()
         return self._last is None or now - self._last >= self.interval
 
     def mark(self) -> None:
+        """Record one update (a send the first time, an edit after)."""
+        if self._last is not None:
+            self.edits += 1
         self._last = self.clock()
 
     def wait_time(self) -> float:
@@ -136,8 +159,8 @@ async def stream_edits(
     """Edit as chunks arrive, no more than the throttle allows; the last edit has the full text.
 
     Interim edits end with ``marker`` so users see the reply is still being written; the
-    final edit (always made, even when the throttle would refuse) carries the finished
-    text without it. Returns that final text.
+    final edit (always made, even when the throttle would refuse or its edit cap is reached)
+    carries the finished text without it. Returns that final text.
     """
     text = ""
     shown = None
@@ -189,6 +212,7 @@ async def present_reply(
     try:
         if position > 1:
             await show(queue_notice(position))
+            throttle.mark()  # the notice is the send; the reply's text comes as edits of it
         stream = await reply
         final = await stream_edits(stream, show, throttle)
         if not final:

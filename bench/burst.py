@@ -41,6 +41,8 @@ async def run(messages: int, rooms: int, seconds: float, data_dir: Path) -> dict
             "model": {"models_dir": str(ROOT / "models"), "sampling": {"max_tokens": 16}},
             "database": {"url": f"sqlite+aiosqlite:///{data_dir}/burst.db"},
             "personas": {"dir": str(data_dir / "personas")},
+            # The scheduler is measured here, not the rate limiter (7 users send ~28 messages each).
+            "limits": {"user_messages_per_minute": 0, "room_replies_per_minute": 0},
         }
     )
     app = App.build(config)

@@ -18,6 +18,10 @@ from engine.chat_template import ChatMessage
 from errors import ModelError
 
 TRUNCATION_NOTE = " … [message truncated to fit the context window]"
+# No token of a model's vocabulary is anywhere near this many characters long on average, so text
+# beyond ``MAX_CHARS_PER_TOKEN * n_ctx`` characters can never fit the window: it is cut before
+# tokenizing (a 200 KB message would otherwise stall the event loop for seconds).
+MAX_CHARS_PER_TOKEN = 8
 SUMMARY_HEADER = "Summary of the earlier conversation:"
 
 
@@ -52,6 +56,12 @@ class AssembledPrompt:
 
 
 PLACEHOLDER_USER = "User"  # SillyTavern's default user name
+
+
+def capped(text: str, n_ctx: int) -> str:
+    """``text`` cut to what could ever fit an ``n_ctx`` window, marked when cut. The store keeps it whole."""
+    limit = n_ctx * MAX_CHARS_PER_TOKEN
+    return text if len(text) <= limit else text[:limit] + TRUNCATION_NOTE
 
 
 def prompt_user(turns: Sequence[Turn]) -> str:

@@ -1,8 +1,9 @@
 """The engine's one entry point: an IncomingMessage in, an Outcome out.
 
 Handlers run in a fixed order, first match wins (like python-telegram-bot's groups):
-commands first, then the trigger policy, then the chat reply. Every message that
-reaches the engine is stored, even when it gets no reply or the queue is full.
+commands first, then the trigger policy, then the rate limits, then the chat reply.
+Every message that reaches the engine is stored, even when it gets no reply, is rate
+limited, or the queue is full.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,7 +22,8 @@ from pydantic import ValidationError
 from engine.backend import GenerationRequest
 from engine.chat_template import ChatMessage
 from engine.commands.core import CommandContext, CommandCore, CommandResult
-from engine.context import AssembledPrompt, Turn, assemble, prompt_user
+from engine.context import AssembledPrompt, Turn, assemble, capped, prompt_user
+from engine.limits import Limited, RateLimiter
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
 from engine.reply import ReplyStream
@@ -28,7 +31,7 @@ from engine.sampling import SamplingParams
 from engine.scheduler import Admission, Scheduler
 from engine.settings import EngineSettings
 from engine.types import Author, IncomingMessage, RoomRef
-from errors import BusyError, UserError
+from errors import BusyError, CooldownError, UserError
 from memory import ConversationKey, MemoryStore
 from memory.summarizer import Summarizer, message_line
 from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
@@ -41,12 +44,17 @@ SUMMARY_SYSTEM = "You write short, factual summaries of chat logs."
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the adapter should do with a message."""
+    """What the adapter should do with a message.
 
-    kind: Literal["ignored", "command", "reply", "joined", "busy"]
+    ``limited``: over a rate limit; the message was stored (a command was not run). ``notice``
+    is set the first time in a limited period and None afterwards, when the bot stays silent.
+    """
+
+    kind: Literal["ignored", "command", "reply", "joined", "busy", "limited"]
     command: CommandResult | None = None
     admission: Admission | None = None
     notice: str | None = None
+    retry_after: float | None = None
 
     @property
     def position(self) -> int:
@@ -66,9 +74,16 @@ class Conversation:
     """Applies persona, memory and policy to each message, and schedules replies."""
 
     def __init__(
-        self, settings: EngineSettings, store: MemoryStore, personas: PersonaLibrary, host: ModelHost
+        self,
+        settings: EngineSettings,
+        store: MemoryStore,
+        personas: PersonaLibrary,
+        host: ModelHost,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
+        self.clock = clock  # rate limits read time only through this seam, so tests can pass it
+        self.limits = RateLimiter(settings.limits)
         self.store = store
         self.personas = personas
         self.host = host
@@ -146,15 +161,25 @@ class Conversation:
     async def handle(self, msg: IncomingMessage) -> Outcome:
         command = self.command_text(msg)
         if command is not None:
+            limited = self.limits.user_message(msg.author, msg.room.platform, self.clock())
+            if limited is not None:
+                return _limited(limited)  # commands count too, and a refused one is not run
             ctx = CommandContext(msg.room, msg.author, msg.attachments)
             return Outcome("command", command=await self.commands.process(command, ctx))
         await self.remember(msg)
         if not await self.is_triggered(msg):
-            return Outcome("ignored")
+            return Outcome("ignored")  # asks the bot for no work, so it takes no token
+        now = self.clock()
+        limited = self.limits.user_message(msg.author, msg.room.platform, now)
+        if limited is None and not self._would_join(msg.room.label):
+            limited = self.limits.room_reply(msg.room.label, msg.author, now)
+        if limited is not None:
+            return _limited(limited)
         try:
             admission = self.scheduler.request(msg.room.label)
         except BusyError as exc:
             return Outcome("busy", notice=str(exc))
+        admission.ticket.requested_by.add(msg.author.id)
         return Outcome("joined" if admission.joined_existing else "reply", admission=admission)
 
     async def remember(self, msg: IncomingMessage) -> None:
@@ -200,8 +225,22 @@ class Conversation:
         return await self.store.delete_message(room.conversation_id, message_id) is not None
 
     async def run_command(self, text: str, ctx: CommandContext) -> CommandResult:
-        """Slash commands and other non-message entry points use this."""
+        """Slash commands and other non-message entry points use this.
+
+        A rate-limited command is not run. Its result is ephemeral (Discord must answer every
+        interaction, and only the caller sees it); ``data["silent"]`` says the caller was
+        already told in this period, so a platform without ephemeral output should send nothing.
+        """
+        limited = self.limits.user_message(ctx.author, ctx.room.platform, self.clock())
+        if limited is not None:
+            data = {"limited": True, "silent": limited.notice is None, "retry_after": limited.retry_after}
+            return CommandResult(limited.message, ok=False, ephemeral=True, data=data)
         return await self.commands.process(text, ctx)
+
+    def _would_join(self, room_key: str) -> bool:
+        """True when a message now joins the room's waiting or preparing turn: no new reply."""
+        scheduler = self.scheduler
+        return scheduler.position(room_key) > 0 or scheduler._prepared_ticket(room_key) is not None
 
     @staticmethod
     def _message_text(msg: IncomingMessage) -> str:
@@ -228,6 +267,8 @@ class Conversation:
     async def reply_now(self, msg: IncomingMessage) -> ReplyStream:
         """Store ``msg`` and wait for its reply stream (console and tests)."""
         outcome = await self.handle(msg)
+        if outcome.kind == "limited":
+            raise CooldownError(outcome.retry_after or 0.0, outcome.notice)
         if outcome.admission is None:
             raise UserError(outcome.notice or "that message does not call for a reply")
         return await outcome.admission.ticket.reply
@@ -263,7 +304,8 @@ class Conversation:
         summary = await self.store.summary(room.conversation_id)
         after = summary.covers_through_id if summary else None
         stored = await self.store.messages(room.conversation_id, after_id=after)
-        turns = [Turn(m.role, m.author_name, m.text) for m in stored if m.role in ("user", "assistant")]
+        n_ctx = backend.spec.n_ctx
+        turns = [Turn(m.role, m.author_name, capped(m.text, n_ctx)) for m in stored if m.role in ("user", "assistant")]
         user = prompt_user(turns)  # stable in a group, so the evaluated prefix stays reusable
         greeting = persona.render_greeting(user)
         if greeting and summary is None:
@@ -289,7 +331,7 @@ class Conversation:
         )
 
     async def room_lorebook(self, room: _Room) -> Lorebook:
-        """Entries an admin added to this room with ``lore add``."""
+        """Entries a room manager added to this room with ``lore add``."""
         extra = (await self.store.room_settings(room.conversation_id)).extra
         entries = []
         for raw in extra.get("lore", []):
@@ -385,6 +427,10 @@ class Conversation:
         while self.scheduler.running_room is not None:
             await asyncio.sleep(0.05)
         return self.scheduler.paused.set
+
+
+def _limited(limited: Limited) -> Outcome:
+    return Outcome("limited", notice=limited.notice, retry_after=limited.retry_after)
 
 
 def mentions_wake_word(text: str, wake_words: list[str]) -> bool:

@@ -74,12 +74,17 @@ class ModelHost:
 
     def require(self) -> LlamaBackend:
         if self.backend is None or not self.backend.loaded:
-            raise UserError("no model is loaded; an admin can run: model load NAME")
+            raise UserError("no model is loaded; an operator can run: model load NAME")
         return self.backend
 
-    async def load(self, name: str, *, now: bool = False, progress: Progress = _quiet) -> str:
-        """Swap to ``name``; returns a one-line report. Rolls back on any failure."""
-        entry = self.registry.resolve(name)
+    async def load(
+        self, name: str, *, now: bool = False, progress: Progress = _quiet, paths: bool = True
+    ) -> str:
+        """Swap to ``name``; returns a one-line report. Rolls back on any failure.
+
+        ``paths=False`` accepts registered models only (see ``ModelRegistry.resolve``).
+        """
+        entry = self.registry.resolve(name, paths=paths)
         info = self.registry.info(entry)  # raises a clear ModelError for a missing or broken file
         problem = self.memory_problem(entry)
         if problem is not None:
@@ -145,7 +150,7 @@ class ModelHost:
                 await self._unload()
             finally:
                 resume()
-            return f"unloaded {name}; replies are off until an admin runs: model load NAME"
+            return f"unloaded {name}; replies are off until an operator runs: model load NAME"
 
     async def _unload(self) -> None:
         backend, self.backend, self.entry = self.backend, None, None

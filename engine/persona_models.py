@@ -41,9 +41,9 @@ class PersonaModels:
         """
         wanted, current = persona.model, self.host.entry
         if not self.enabled or not wanted or current is None or not self.host.loaded:
-            return None  # nothing loaded means an admin unloaded it on purpose
+            return None  # nothing loaded means an operator unloaded it on purpose
         try:
-            entry = self.host.registry.resolve(wanted)
+            entry = self.host.registry.resolve(wanted, paths=False)  # cards come from chat
             if _same_file(entry, current):
                 return None
             if entry.path.resolve() in self._failed:
@@ -52,7 +52,7 @@ class PersonaModels:
             self._keep(persona, wanted, current, exc)
             return None
         try:  # load() refuses a broken file or a RAM shortfall before it touches the current model
-            report = await self.host.load(wanted)
+            report = await self.host.load(wanted, paths=False)
         except HearthError as exc:
             if not isinstance(exc, UserError):
                 self._failed.add(entry.path.resolve())

@@ -65,17 +65,39 @@ class ModelRegistry:
             )
         return sorted(found.values(), key=lambda e: e.name)
 
-    def resolve(self, name_or_path: str) -> ModelEntry:
-        """A registered name (case-insensitive), an alias, or a path to a .gguf file."""
+    def resolve(self, name_or_path: str, *, paths: bool = True) -> ModelEntry:
+        """A registered name (case-insensitive), an alias, or (with ``paths``) a path to a .gguf file.
+
+        Without ``paths`` (anyone who does not sit at the bot's machine), only registered
+        models and regular files inside ``models_dir`` are accepted, and every refusal reads
+        the same whether or not a file exists, so chat cannot probe the host's files.
+        """
         wanted = ALIASES.get(name_or_path.lower(), name_or_path.lower())
         for entry in self.entries():
             if entry.name == wanted:
-                return entry
-        path = Path(name_or_path).expanduser()
-        if path.suffix == ".gguf" or os.sep in name_or_path:
-            return ModelEntry(path.stem.lower(), path)
-        names = ", ".join(e.name for e in self.entries())
+                if paths or self._may_open(entry):
+                    return entry
+                break
+        if paths:
+            path = Path(name_or_path).expanduser()
+            if path.suffix == ".gguf" or os.sep in name_or_path:
+                return ModelEntry(path.stem.lower(), path)
+        names = ", ".join(e.name for e in self.entries() if paths or self._may_open(e))
         raise ModelError(f"unknown model {name_or_path!r}; available: {names}")
+
+    def _may_open(self, entry: ModelEntry) -> bool:
+        """Configured and catalog models, or a regular file that really lies inside ``models_dir``
+        (no symlink out of it, no FIFO or device)."""
+        if entry.source == "config":
+            return True  # the operator named it in the config file
+        folder = self.settings.models_dir.resolve()
+        try:
+            target = entry.path.resolve(strict=entry.source != "catalog")
+        except (OSError, RuntimeError):
+            return False
+        if not target.is_relative_to(folder):
+            return False
+        return (entry.source == "catalog" and not target.exists()) or target.is_file()
 
     def info(self, entry: ModelEntry) -> GGUFInfo:
         """Header metadata, cached per file version."""

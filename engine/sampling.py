@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from errors import CommandError
+from sampling_limits import SAMPLING_BOUNDS, sampling_problem
 
 # SmolLM2-135M loops on one phrase with plain sampling. A repeat penalty of 1.15 over
 # the last 64 tokens, with min_p 0.05 trimming the long tail, keeps it readable without
@@ -45,18 +46,11 @@ class SamplingParams:
         return replace(self, **changes)
 
     def validated(self) -> SamplingParams:
-        """Raise a CommandError naming the first value out of range."""
-        checks = {
-            "temperature": 0.0 <= self.temperature <= 5.0,
-            "top_p": 0.0 < self.top_p <= 1.0,
-            "top_k": self.top_k >= 0,
-            "min_p": 0.0 <= self.min_p <= 1.0,
-            "repeat_penalty": 0.5 <= self.repeat_penalty <= 3.0,
-            "max_tokens": 1 <= self.max_tokens <= 8192,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise CommandError(f"sampling {name}={getattr(self, name)!r} is out of range")
+        """Raise a CommandError naming the first value out of range (``sampling_limits``)."""
+        for name in SAMPLING_BOUNDS:
+            problem = sampling_problem(name, getattr(self, name))
+            if problem:
+                raise CommandError(problem)
         return self
 
 

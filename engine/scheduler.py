@@ -35,6 +35,7 @@ class Ticket:
     room_key: str
     reply: asyncio.Future[ReplyStream] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     coalesced: int = 0  # how many later messages joined this turn
+    requested_by: set[str] = field(default_factory=set)  # author ids whose messages this turn answers
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Scheduler:
         self._running_room: str | None = None
         self._preparing: Ticket | None = None  # popped from the line, its prepare step running
         self._running_reply: ReplyStream | None = None
+        self._running_ticket: Ticket | None = None
         self._running_background: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.paused = asyncio.Event()
@@ -133,6 +135,14 @@ class Scheduler:
     def running_room(self) -> str | None:
         return self._running_room
 
+    def requesters(self, room_key: str) -> frozenset[str]:
+        """Who asked for the room's running (else waiting) turn: they may stop their own reply."""
+        running = self._running_ticket
+        if running is not None and running.room_key == room_key:
+            return frozenset(running.requested_by)
+        ticket = self._waiting.get(room_key) or self._prepared_ticket(room_key)
+        return frozenset(ticket.requested_by) if ticket is not None else frozenset()
+
     def cancel(self, room_key: str) -> bool:
         """Stop a room's running reply, or drop its waiting turn. True if anything stopped."""
         if self._running_room == room_key and self._running_reply is not None:
@@ -175,16 +185,17 @@ class Scheduler:
             if ticket.reply.done():  # stopped while it was being prepared
                 return
         self._running_room = room_key
+        self._running_ticket = ticket
         try:
             reply = await self._run_reply(room_key)
         except HearthError as exc:
             ticket.reply.set_exception(exc)
-            self._running_room = None
+            self._running_room = self._running_ticket = None
             return
         except Exception as exc:
             log.exception("preparing a reply for %s failed", room_key)
             ticket.reply.set_exception(ModelError(f"could not start the reply: {exc}", original=exc))
-            self._running_room = None
+            self._running_room = self._running_ticket = None
             return
         self._running_reply = reply
         if not ticket.reply.done():
@@ -201,6 +212,7 @@ class Scheduler:
         finally:
             self._running_room = None
             self._running_reply = None
+            self._running_ticket = None
             self.completed += 1
 
     async def _run_prepare(self, prepare: PrepareJob, room_key: str, ticket: Ticket) -> None:

@@ -53,6 +53,18 @@ class MemorySettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Token buckets that keep one user or one room from taking all of the bot's time.
+
+    A value of 0 turns that limit off. Operators are never limited.
+    """
+
+    user_messages_per_minute: float = 20.0
+    user_burst: int = 8
+    room_replies_per_minute: float = 30.0
+
+
+@dataclass(frozen=True)
 class EngineSettings:
     default_persona: str = "assistant"
     persona_dirs: tuple[Path, ...] = ()
@@ -64,3 +76,4 @@ class EngineSettings:
     command_prefixes: dict[str, str] = field(default_factory=lambda: {"console": "/"})
     model: ModelSettings = field(default_factory=ModelSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)

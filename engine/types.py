@@ -26,13 +26,26 @@ class RoomRef:
 
 @dataclass(frozen=True)
 class Author:
-    """Who wrote a message. Admin and room-manager rights are decided by the adapter from platform roles."""
+    """Who wrote a message, and the rights the adapter found for them.
+
+    Two kinds of rights, never mixed: an **operator** has bot-wide rights (models, the
+    shared persona library) and is named by id in the config only; a **room manager**
+    has rights in this room only (its persona, settings, lore, memory), from platform
+    facts such as Discord permissions or a Matrix power level. Room power never makes
+    an operator.
+    """
 
     id: str
     display_name: str
-    is_admin: bool = False
+    is_operator: bool = False
     is_room_manager: bool = False
     is_bot: bool = False
+    on_host: bool = False  # sits at the bot's machine (the console): may name files on it
+
+    @property
+    def manages_room(self) -> bool:
+        """Operators may do anything a room manager may."""
+        return self.is_operator or self.is_room_manager
 
 
 @dataclass(frozen=True)

@@ -123,13 +123,19 @@ class PersonaLibrary:
         self.reload()
         return path
 
-    def import_file(self, path: Path | str, dest_dir: Path | str) -> Persona:
+    def import_file(
+        self, path: Path | str, dest_dir: Path | str, *, replace: bool = True, host_files: bool = True
+    ) -> Persona:
         """Import a persona YAML, card JSON or card PNG into ``dest_dir``, all or nothing.
 
         Writes ``<slug>.yaml``, plus ``lorebooks/<slug>.json`` for an embedded lorebook and
-        ``avatars/<slug>.png`` for a PNG card's image (slug: the persona name, lowercased).
-        An existing persona of the same slug is replaced. Everything is validated before
-        the first byte is written.
+        ``avatars/<slug>.png`` for a PNG card's image (slug: the persona name, lowercased and
+        stripped to letters, digits and dashes, so it never leaves ``dest_dir``). Everything
+        is validated before the first byte is written.
+
+        ``replace=False`` refuses a slug that is taken by any persona (built-in included) or
+        lorebook. ``host_files=False`` is for files that came from chat: an ``avatar:`` path
+        in them names a file on the bot's machine, which must never be read, so it is dropped.
         """
         source, dest = Path(path), Path(dest_dir)
         suffix = source.suffix.lower()
@@ -138,6 +144,10 @@ class PersonaLibrary:
         card = Card(load_persona_file(source)) if suffix in PERSONA_SUFFIXES else read_card(source)
         persona = card.persona
         slug = slugify(persona.name)
+        if not replace:
+            self._refuse_taken(slug, persona.name)
+        if not host_files and persona.avatar:
+            persona = persona.model_copy(update={"avatar": None})
         files: list[tuple[Path, bytes]] = []
         updates: dict[str, object] = {}
         if card.lorebook is not None:
@@ -158,6 +168,14 @@ class PersonaLibrary:
         write_all(files)
         self.reload()
         return load_persona_file(target)
+
+    def _refuse_taken(self, slug: str, name: str) -> None:
+        personas = self._ensure_loaded()
+        taken = slug in personas or any(p.name.lower() == name.strip().lower() for p in personas.values())
+        if taken or slug in self._books:
+            raise PersonaError(
+                f"a persona or lorebook named '{slug}' already exists; an operator can overwrite it with --replace"
+            )
 
     def _ensure_loaded(self) -> dict[str, Persona]:
         if self._personas is None:

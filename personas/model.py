@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from personas.macros import macro_problem, render_macros
+from sampling_limits import SAMPLING_BOUNDS
 
 DEFAULT_SYSTEM_PROMPT = (
     "Write {{char}}'s next reply in a chat with {{user}}. Stay in character as {{char}}. "
@@ -36,12 +37,12 @@ class SamplingOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float | None = Field(default=None, ge=0.0, le=5.0)
-    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, gt=0.0, le=5.0)
-    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, **SAMPLING_BOUNDS["temperature"].field_bounds())
+    top_p: float | None = Field(default=None, **SAMPLING_BOUNDS["top_p"].field_bounds())
+    top_k: int | None = Field(default=None, **SAMPLING_BOUNDS["top_k"].field_bounds())
+    min_p: float | None = Field(default=None, **SAMPLING_BOUNDS["min_p"].field_bounds())
+    repeat_penalty: float | None = Field(default=None, **SAMPLING_BOUNDS["repeat_penalty"].field_bounds())
+    max_tokens: int | None = Field(default=None, **SAMPLING_BOUNDS["max_tokens"].field_bounds())
     stop: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:

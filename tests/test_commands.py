@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine.commands.core import Command, CommandContext, CommandCore, admin_only, tokenize
+from engine.commands.core import Command, CommandContext, CommandCore, Right, tokenize
 from engine.types import Author, RoomRef
 from errors import CommandError
 
 ROOM = RoomRef("test", "room")
-ADMIN = CommandContext(ROOM, Author("1", "Ada", is_admin=True))
+ADMIN = CommandContext(ROOM, Author("1", "Ada", is_operator=True))
+MANAGER = CommandContext(ROOM, Author("3", "Mo", is_room_manager=True))
 USER = CommandContext(ROOM, Author("2", "Bob"))
 
 
@@ -27,7 +28,8 @@ def core():
     core = CommandCore()
     core.register(
         [
-            Command(("persona", "set"), record, "set", "NAME", checks=(admin_only,), min_args=1, max_args=1),
+            Command(("persona", "set"), record, "set", "NAME", right=Right.ROOM_MANAGER, min_args=1, max_args=1),
+            Command(("model", "unload"), record, "unload", right=Right.OPERATOR),
             Command(("persona", "list"), record, "list"),
             Command(("crash",), crash, "crash"),
         ]
@@ -44,12 +46,27 @@ def test_tokenize_quotes_and_errors():
         tokenize("x" * 5000)
 
 
-async def test_admin_runs_and_non_admin_changes_nothing(core):
+async def test_rights_are_checked_before_the_callback_and_refusals_name_the_right(core):
     ok = await core.process("persona set storyteller", ADMIN)
     assert ok.ok and ok.text == "done storyteller"
+    assert (await core.process("persona set narrator", MANAGER)).ok
     refused = await core.process("persona set storyteller", USER)
-    assert not refused.ok and refused.ephemeral and "admin" in refused.text
-    assert core.calls == [["storyteller"]]
+    assert not refused.ok and refused.ephemeral and "room manager" in refused.text and "\n" not in refused.text
+    bot_wide = await core.process("model unload", MANAGER)
+    assert not bot_wide.ok and "operator" in bot_wide.text
+    assert (await core.process("model unload", ADMIN)).ok
+    assert core.calls == [["storyteller"], ["narrator"], []]
+
+
+def test_help_marks_each_privileged_command_with_its_right(core):
+    lines = core.help_text().splitlines()
+
+    def line(name: str) -> str:
+        return next(text for text in lines if text.startswith(name + " "))
+
+    assert line("model unload").endswith("(operator)")
+    assert line("persona set").endswith("(room manager)")
+    assert not line("persona list").endswith(")")
 
 
 async def test_unknown_and_usage_errors(core):

@@ -107,3 +107,25 @@ def test_a_persona_preferring_an_unknown_model_is_named(config_file, tmp_path):
     result = check(config_file, "")
     assert result.returncode == 1
     assert "prefers model 'no-such-model'" in result.stdout, result.stdout
+
+
+def test_per_model_sampling_overrides_are_checked_at_start(tmp_path):
+    """A per-model override out of range would fail every turn; it fails at load instead."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  models:\n    - name: x\n      path: x.gguf\n      sampling: {top_p: 0, typo: 1}\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(path)
+    text = str(info.value)
+    assert "model.models.0.sampling.top_p: must be in (0, 1] (got 0)" in text, text
+
+
+def test_limits_and_edit_caps_are_config_keys(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "limits:\n  user_messages_per_minute: 6\n  user_burst: 2\n  room_replies_per_minute: 0\n"
+        "discord:\n  max_edits: 10\nmatrix:\n  max_edits: 12\n"
+    )
+    config = load_config(path)
+    limits = config.engine_settings().limits
+    assert (limits.user_messages_per_minute, limits.user_burst, limits.room_replies_per_minute) == (6, 2, 0)
+    assert (config.discord.max_edits, config.matrix.max_edits) == (10, 12)

@@ -9,7 +9,8 @@ from engine.types import Author, IncomingMessage, RoomRef
 
 ROOM = RoomRef("test", "general")
 ALICE = Author("u1", "Alice")
-ADMIN = Author("u0", "Root", is_admin=True)
+ADMIN = Author("u0", "Root", is_operator=True)
+CONSOLE = Author("console", "User", is_operator=True, on_host=True)  # may name files on the host
 BOT = Author("b1", "OtherBot", is_bot=True)
 
 
@@ -60,22 +61,22 @@ async def test_messages_arriving_while_queued_are_coalesced(app):
     assert len(texts) == 3, "one reply covers both messages"
 
 
-async def test_non_admin_model_load_changes_nothing(app):
+async def test_a_non_operator_model_load_changes_nothing(app):
     conv = app.conversation
     before = conv.host.entry.name
     refused = await conv.run_command("model load gemma-3-270m", CommandContext(ROOM, ALICE))
-    assert not refused.ok and "admin" in refused.text
+    assert not refused.ok and "operator" in refused.text
     assert conv.host.entry.name == before
 
 
-async def test_admin_swap_and_rollback_on_a_corrupt_file(app, tmp_path):
+async def test_operator_swap_and_rollback_on_a_corrupt_file(app, tmp_path):
     conv = app.conversation
     ok = await conv.run_command("model load gemma-3-270m", CommandContext(ROOM, ADMIN))
     assert ok.ok and "done in" in ok.text, ok.text
     assert conv.host.entry.name == "gemma-3-270m"
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes((app.config.model.models_dir / "gemma-3-270m-q4_k_m.gguf").read_bytes()[:4_000_000])
-    failed = await conv.run_command(f"model load {corrupt}", CommandContext(ROOM, ADMIN))
+    failed = await conv.run_command(f"model load {corrupt}", CommandContext(ROOM, CONSOLE))
     assert not failed.ok and "truncated" in failed.text
     assert conv.host.entry.name == "gemma-3-270m" and conv.host.loaded
     reply = await conv.reply_now(message("Say hi."))

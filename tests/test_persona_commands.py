@@ -7,7 +7,7 @@ from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from tests.conftest import run_bot
 
 ROOM = RoomRef("test", "lore-room")
-ADMIN = Author("a", "Admin", is_admin=True)
+ADMIN = Author("a", "Admin", is_operator=True)
 USER = Author("u", "Ann")
 
 
@@ -63,3 +63,48 @@ def test_personas_cli(config_file, fixtures_dir, tmp_path):
     bad.write_text("name: X\n\tpersonality: tabbed\n")
     failed = run_bot("personas", "import", str(bad), "--config", config)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr and "bad.yaml" in failed.stderr
+
+
+def _yaml_card(text: str) -> Attachment:
+    return Attachment("persona.yaml", "text/yaml", data=text.encode("utf-8"))
+
+
+async def test_chat_import_stays_in_the_persona_folder_and_reads_no_host_file(app, tmp_path):
+    """A file from chat may name any path in ``avatar:``; the bot must not copy that host file."""
+    conv = app.conversation
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"host secret bytes")
+    card = _yaml_card(f"name: ../../Sneaky One\ndescription: climbs\navatar: {secret}\n")
+    done = await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (card,)))
+    assert done.ok, done.text
+    folder = conv.settings.user_persona_dir
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert written == ["sneaky-one.yaml"], written
+    assert conv.personas.get("sneaky-one").avatar is None
+    assert not any(b"host secret" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+
+
+async def test_chat_import_never_overwrites_without_replace(app):
+    conv = app.conversation
+    builtin = conv.personas.get("assistant").description
+    shadow = _yaml_card("name: Assistant\ndescription: an impostor\n")
+    refused = await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (shadow,)))
+    assert not refused.ok and "already exists" in refused.text and "--replace" in refused.text
+    assert conv.personas.get("assistant").description == builtin
+    first = _yaml_card("name: Quill\ndescription: first\n")
+    assert (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (first,)))).ok
+    second = _yaml_card("name: Quill\ndescription: second\n")
+    assert not (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (second,)))).ok
+    assert conv.personas.get("quill").description == "first"
+    replaced = await conv.run_command("persona import --replace", CommandContext(ROOM, ADMIN, (second,)))
+    assert replaced.ok and conv.personas.get("quill").description == "second"
+
+
+async def test_only_the_console_may_import_by_path(app, fixtures_dir):
+    conv = app.conversation
+    path = str(fixtures_dir / "Seraphina.png")
+    remote = await conv.run_command(f"persona import {path}", CommandContext(ROOM, ADMIN))
+    assert not remote.ok and "attach" in remote.text and "seraphina" not in conv.personas.names()
+    console = Author("console", "User", is_operator=True, on_host=True)
+    local = await conv.run_command(f"persona import {path}", CommandContext(ROOM, console))
+    assert local.ok and "seraphina" in conv.personas.names()

@@ -11,7 +11,7 @@ from engine.commands.core import CommandContext
 from engine.types import Author, IncomingMessage, RoomRef
 
 ROOM = RoomRef("test", "persona-models")
-ADMIN = Author("u0", "Root", is_admin=True)
+ADMIN = Author("u0", "Root", is_operator=True)
 SMOL = "smollm2-135m-instruct"
 
 

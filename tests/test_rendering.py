@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 
 from adapters.rendering import UNFINISHED_MARKER, EditThrottle, defuse_mentions, split_message, stream_edits
@@ -61,3 +62,60 @@ async def test_throttle_allows_one_edit_per_interval_and_final_is_full():
     assert edits[-1][1] == final == "".join(t for _, t in pieces).strip()
     assert all(text.endswith(UNFINISHED_MARKER) for _, text in edits[:-1])
     assert not edits[-1][1].endswith(UNFINISHED_MARKER)
+
+
+async def test_max_edits_caps_the_edits_and_the_last_one_has_the_whole_text():
+    clock = FakeClock()
+    updates: list[str] = []
+
+    async def show(text: str) -> None:
+        updates.append(text)
+
+    pieces = [(float(t), f"w{t} ") for t in range(30)]  # every chunk a full interval apart: all would be shown
+    throttle = EditThrottle(1.0, clock, max_edits=4)
+    final = await stream_edits(chunks_at(clock, pieces), show, throttle)
+    send, *edits = updates
+    assert len(edits) == 4 == throttle.edits, "the first update is the send; then at most max_edits edits"
+    assert edits[-1] == final == "".join(t for _, t in pieces).strip()
+    assert all(text.endswith(UNFINISHED_MARKER) for text in [send, *edits[:-1]])
+
+
+async def test_max_edits_of_one_leaves_only_the_final_edit():
+    clock = FakeClock()
+    updates: list[str] = []
+
+    async def show(text: str) -> None:
+        updates.append(text)
+
+    pieces = [(float(t), f"w{t} ") for t in range(10)]
+    await stream_edits(chunks_at(clock, pieces), show, EditThrottle(1.0, clock, max_edits=1))
+    assert updates == ["w0 " + UNFINISHED_MARKER, "".join(t for _, t in pieces).strip()]
+
+
+async def test_a_queue_notice_is_the_send_so_the_reply_text_counts_as_edits():
+    from adapters.rendering import present_reply, queue_notice
+    from engine.reply import Done, ReplyStream, TextChunk
+
+    ticks = iter(range(10_000))
+    updates: list[str] = []
+
+    def clock() -> float:
+        return float(next(ticks))  # a second passes at every look: only the cap limits the edits
+
+    async def show(text: str) -> None:
+        updates.append(text)
+
+    async def no_typing() -> None:
+        return None
+
+    stream = ReplyStream()
+    for i in range(20):
+        stream.push(TextChunk(f"t{i} "))
+    stream.push(Done())
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(stream)
+    await present_reply(future, show, EditThrottle(1.0, clock, max_edits=3), send_typing=no_typing, position=2)
+    notice, *edits = updates
+    assert notice == queue_notice(2)
+    assert len(edits) == 3
+    assert edits[-1] == "".join(f"t{i} " for i in range(20)).strip()

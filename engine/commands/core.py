@@ -7,6 +7,7 @@ console ``/`` line. Checks run before the callback, so a refused command changes
 
 from __future__ import annotations
 
+import enum
 import logging
 import shlex
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,34 +63,60 @@ Check = Callable[[CommandContext], bool]
 Callback = Callable[[CommandContext, list[str]], Awaitable[str | CommandResult]]
 
 
-def admin_only(ctx: CommandContext) -> bool:
-    return ctx.author.is_admin
+class Right(enum.Enum):
+    """Who may run a command. ``help`` shows the label; a refusal names it."""
+
+    EVERYONE = ""
+    ROOM_MANAGER = "room manager"
+    OPERATOR = "operator"
+
+    def allows(self, author: Author) -> bool:
+        if self is Right.OPERATOR:
+            return author.is_operator
+        if self is Right.ROOM_MANAGER:
+            return author.manages_room
+        return True
+
+    def refusal(self, command: str) -> str:
+        if self is Right.OPERATOR:
+            return f"'{command}' changes the bot for every room, so it needs an operator (named in the bot's config)"
+        return f"'{command}' needs a room manager here (or an operator)"
+
+
+def operator_only(ctx: CommandContext) -> bool:
+    """A plain predicate for callbacks that decide rights on their arguments."""
+    return ctx.author.is_operator
 
 
 def manager_only(ctx: CommandContext) -> bool:
-    return ctx.author.is_admin or ctx.author.is_room_manager
+    return ctx.author.manages_room
 
 
 @dataclass(frozen=True)
 class Command:
-    """``path`` is the words that name it; ``usage`` documents the arguments."""
+    """``path`` is the words that name it; ``usage`` documents the arguments.
+
+    ``right`` is who may run it; ``checks`` are extra predicates, each refused with ``refusal``.
+    """
 
     path: tuple[str, ...]
     callback: Callback
     help: str
     usage: str = ""
+    right: Right = Right.EVERYONE
     checks: tuple[Check, ...] = ()
     min_args: int = 0
     max_args: int | None = None
-    refusal: str = "you need to be a bot admin to do that"
+    refusal: str = "you are not allowed to do that here"
 
     @property
     def name(self) -> str:
         return " ".join(self.path)
 
     @property
-    def is_admin(self) -> bool:
-        return bool(self.checks)
+    def privileged(self) -> bool:
+        """Output of commands that need a right is shown to the caller only, where possible."""
+        return self.right is not Right.EVERYONE or bool(self.checks)
 
 
 def tokenize(text: str) -> list[str]:
@@ -136,6 +163,8 @@ class CommandCore:
             if not words:
                 raise CommandError("empty command; try 'help'")
             command, args = self.find(words)
+            if not command.right.allows(ctx.author):
+                raise CheckFailure(command.right.refusal(command.name))
             for check in command.checks:
                 if not check(ctx):
                     raise CheckFailure(command.refusal)
@@ -152,11 +181,11 @@ class CommandCore:
             return CommandResult("error: the command failed unexpectedly (details are in the log)", ok=False)
         if isinstance(result, CommandResult):
             return result
-        return CommandResult(result, ephemeral=command.is_admin)
+        return CommandResult(result, ephemeral=command.privileged)
 
     def help_text(self, ctx: CommandContext | None = None) -> str:
         lines = []
         for command in sorted(self.commands.values(), key=lambda c: c.path):
-            marker = " (admin)" if command.is_admin else ""
+            marker = f" ({command.right.value})" if command.right.value else ""
             lines.append(f"{command.name} {command.usage}".rstrip() + f" — {command.help}{marker}")
         return "\n".join(lines)

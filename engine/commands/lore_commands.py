@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.commands.core import Command, CommandContext, admin_only
+from engine.commands.core import Command, CommandContext, Right
 from errors import CommandError
-from personas import LoreEntry
+from personas import LoreEntry, check_macros
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
@@ -32,7 +32,7 @@ def commands(conv: Conversation) -> list[Command]:
         for number, entry in enumerate(room_book.entries, start=1):
             kind = "always" if entry.constant else ", ".join(entry.keys)
             lines.append(f"#{number} [{kind}] {entry.content[:80]}")
-        return "\n".join(lines) or "no lore here; an admin can add some: lore add KEY[,KEY…] TEXT"
+        return "\n".join(lines) or "no lore here; a room manager can add some: lore add KEY[,KEY…] TEXT"
 
     async def lore_add(ctx: CommandContext, args: list[str]) -> str:
         constant = "--constant" in args
@@ -45,6 +45,7 @@ def commands(conv: Conversation) -> list[Command]:
             raise CommandError("lore add needs at least one key and some text")
         if len(content) > MAX_LORE_ENTRY_CHARS:
             raise CommandError(f"lore text is too long ({len(content)} characters, max {MAX_LORE_ENTRY_CHARS})")
+        check_macros(content, "lore text")  # one line for a bad macro, not a crash in LoreEntry
         entry = LoreEntry(keys=keys, content=content, constant=constant)
         room = await conv.room(ctx.room)
         extra = dict((await conv.store.room_settings(room.conversation_id)).extra)
@@ -69,6 +70,10 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def persona_import(ctx: CommandContext, args: list[str]) -> str:
         dest = conv.settings.user_persona_dir
+        replace = "--replace" in args
+        args = [a for a in args if a != "--replace"]
+        if len(args) > 1:
+            raise CommandError("usage: persona import [FILE] [--replace]")
         files = await ctx.files()
         if files:
             attachment = files[0]
@@ -80,9 +85,9 @@ def commands(conv: Conversation) -> list[Command]:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / f"card{suffix}"
                 path.write_bytes(attachment.data)
-                persona = conv.personas.import_file(path, dest)
-        elif args and ctx.room.platform == "console":
-            persona = conv.personas.import_file(Path(args[0]).expanduser(), dest)
+                persona = conv.personas.import_file(path, dest, replace=replace, host_files=False)
+        elif args and ctx.author.on_host:
+            persona = conv.personas.import_file(Path(args[0]).expanduser(), dest, replace=replace)
         else:
             raise CommandError(
                 "attach a character card (PNG or JSON) or a persona YAML to the command, or reply to one with it"
@@ -96,7 +101,7 @@ def commands(conv: Conversation) -> list[Command]:
             lore_add,
             "add room lore, shown when a key is mentioned",
             "KEY[,KEY…] TEXT [--constant]",
-            checks=(admin_only,),
+            right=Right.ROOM_MANAGER,
             min_args=2,
         ),
         Command(
@@ -104,16 +109,16 @@ def commands(conv: Conversation) -> list[Command]:
             lore_remove,
             "remove room lore by number",
             "N",
-            checks=(admin_only,),
+            right=Right.ROOM_MANAGER,
             min_args=1,
             max_args=1,
         ),
         Command(
             ("persona", "import"),
             persona_import,
-            "import a character card or persona file",
-            "[FILE on the console, else attach it or reply to it]",
-            checks=(admin_only,),
-            max_args=1,
+            "import a character card or persona file into the shared library (--replace overwrites)",
+            "[FILE on the console, else attach it or reply to it] [--replace]",
+            right=Right.OPERATOR,
+            max_args=2,
         ),
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from engine.commands.core import Command, CommandContext, CommandResult, admin_only
+from engine.commands.core import Command, CommandContext, CommandResult, Right
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
@@ -58,9 +58,9 @@ def commands(conv: Conversation) -> list[Command]:
 
     return [
         Command(("memory", "show"), show, "the summary, stored turns and context use", max_args=0),
-        Command(("memory", "reset"), reset, "forget this room", checks=(admin_only,), max_args=0),
-        Command(("reset",), reset, "forget this room (same as memory reset)", checks=(admin_only,), max_args=0),
+        Command(("memory", "reset"), reset, "forget this room", right=Right.ROOM_MANAGER, max_args=0),
+        Command(("reset",), reset, "forget this room (same as memory reset)", right=Right.ROOM_MANAGER, max_args=0),
         Command(("memory", "forget-me"), forget_me, "delete your own messages in this room", max_args=0),
         Command(("memory", "export"), export, "this room's memory as JSON", max_args=0),
-        Command(("memory", "summarize"), summarize, "compact the history now", checks=(admin_only,), max_args=0),
+        Command(("memory", "summarize"), summarize, "compact the history now", right=Right.ROOM_MANAGER, max_args=0),
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.commands.core import Command, CommandContext, CommandResult, admin_only
+from engine.commands.core import Command, CommandContext, CommandResult, Right
 from engine.registry import ModelEntry, ModelRegistry
 from errors import HearthError
 
@@ -74,7 +74,7 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def info(ctx: CommandContext, args: list[str]) -> str:
         if args:
-            entry = host.registry.resolve(args[0])
+            entry = host.registry.resolve(args[0], paths=ctx.author.on_host)
         elif host.entry is not None:
             entry = host.entry
         else:
@@ -90,7 +90,7 @@ def commands(conv: Conversation) -> list[Command]:
         names = [a for a in args if a != "--now"]
         if len(names) != 1:
             return CommandResult("usage: model load NAME [--now]", ok=False, ephemeral=True)
-        report = await host.load(names[0], now=now, progress=ctx.report)
+        report = await host.load(names[0], now=now, progress=ctx.report, paths=ctx.author.on_host)
         return CommandResult(report, ephemeral=True)
 
     async def unload(ctx: CommandContext, args: list[str]) -> str:
@@ -104,9 +104,9 @@ def commands(conv: Conversation) -> list[Command]:
             load,
             "swap to another model (waits for the current reply; --now cancels it)",
             "NAME [--now]",
-            checks=(admin_only,),
+            right=Right.OPERATOR,
             min_args=1,
             max_args=2,
         ),
-        Command(("model", "unload"), unload, "free the model's memory", checks=(admin_only,), max_args=0),
+        Command(("model", "unload"), unload, "free the model's memory", right=Right.OPERATOR, max_args=0),
     ]

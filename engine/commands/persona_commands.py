@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from engine.commands.core import Command, CommandContext, manager_only
+from engine.commands.core import Command, CommandContext, Right
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
@@ -63,9 +63,8 @@ def commands(conv: Conversation) -> list[Command]:
             set_persona,
             "change the room's persona",
             "NAME",
-            checks=(manager_only,),
+            right=Right.ROOM_MANAGER,
             min_args=1,
             max_args=1,
-            refusal="you need to be a bot admin or a room manager to change the persona",
         ),
     ]

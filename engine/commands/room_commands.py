@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from engine.commands.core import Command, CommandContext, CommandResult, admin_only
+from engine.commands.core import Command, CommandContext, CommandResult, Right
 from engine.conversation import TRIGGER_MODES
 from engine.sampling import SAMPLING_KEYS, parse_sampling_value
-from errors import CommandError
+from errors import CheckFailure, CommandError
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
@@ -62,16 +62,23 @@ def commands(conv: Conversation) -> list[Command]:
         return "\n".join(lines)
 
     async def stop(ctx: CommandContext, args: list[str]) -> str:
+        requesters = conv.scheduler.requesters(ctx.room.label)
+        if requesters and ctx.author.id not in requesters and not ctx.author.manages_room:
+            raise CheckFailure("this reply answers someone else: stopping it needs a room manager")
         stopped = conv.scheduler.cancel(ctx.room.label)
         return "stopped" if stopped else "nothing to stop here"
 
     async def regenerate(ctx: CommandContext, args: list[str]) -> CommandResult:
         room = await conv.room(ctx.room)
-        recent = await conv.store.messages(room.conversation_id, last=1)
+        recent = await conv.store.messages(room.conversation_id, last=2)
         if not recent or recent[-1].role != "assistant":
             raise CommandError("there is no bot reply to regenerate here")
+        asked_by = recent[0].author_id if len(recent) == 2 and recent[0].role == "user" else None
+        if asked_by != ctx.author.id and not ctx.author.manages_room:
+            raise CheckFailure("that reply answered someone else: regenerating it needs a room manager")
         await conv.store.delete_message_by_id(room.conversation_id, recent[-1].id)
         admission = conv.scheduler.request(ctx.room.label)
+        admission.ticket.requested_by.add(ctx.author.id)
         return CommandResult("regenerating…", data={"admission": admission})
 
     setting_keys = "trigger|" + "|".join(SAMPLING_KEYS)
@@ -83,11 +90,17 @@ def commands(conv: Conversation) -> list[Command]:
             settings_set,
             "change the room's trigger mode or a sampling value ('default' resets it)",
             f"{setting_keys} VALUE",
-            checks=(admin_only,),
+            right=Right.ROOM_MANAGER,
             min_args=2,
             max_args=2,
         ),
         Command(("stats",), stats, "model, speed, queue and uptime", max_args=0),
-        Command(("stop",), stop, "stop the reply being written in this room", max_args=0),
-        Command(("regenerate",), regenerate, "write the last reply again", max_args=0),
+        Command(
+            ("stop",), stop, "stop the reply being written in this room (a room manager's, if it answers others)",
+            max_args=0,
+        ),
+        Command(
+            ("regenerate",), regenerate, "write the last reply again (a room manager's, if it answered others)",
+            max_args=0,
+        ),
     ]

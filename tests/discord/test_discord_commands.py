@@ -49,7 +49,9 @@ def host(hearth_app):
     return hearth_app.host
 
 
-async def test_non_admin_model_load_is_refused_ephemerally_and_changes_nothing(harness: Harness, interaction_for, host):
+async def test_a_plain_member_model_load_is_refused_ephemerally_and_changes_nothing(
+    harness: Harness, interaction_for, host
+):
     plain = harness.member(0)
     assert not plain.guild_permissions.manage_guild and not plain.guild_permissions.administrator
     before = host.entry.name
@@ -57,11 +59,11 @@ async def test_non_admin_model_load_is_refused_ephemerally_and_changes_nothing(h
     interaction = await slash(harness, interaction_for, plain, "model load", name="gemma-3-270m", now=True)
     (answer,) = interaction.sent
     assert answer.ephemeral
-    assert "admin" in answer.content
+    assert "operator" in answer.content
     assert host.entry.name == before and host.loaded
 
 
-async def test_admin_by_id_loads_a_model_with_ephemeral_output(make_harness: MakeHarness, interaction_for, host):
+async def test_an_operator_by_id_loads_a_model_with_ephemeral_output(make_harness: MakeHarness, interaction_for, host):
     harness = await make_harness()
     harness.adapter.config.admin_users.append(str(harness.member(1).id))
     interaction = await slash(harness, interaction_for, harness.member(1), "model load", name="gemma-3-270m")
@@ -71,7 +73,7 @@ async def test_admin_by_id_loads_a_model_with_ephemeral_output(make_harness: Mak
         assert interaction.deferred.ephemeral and interaction.deferred.thinking
 
 
-async def test_manage_server_member_is_an_admin(harness: Harness, interaction_for):
+async def test_a_manage_server_member_manages_the_room(harness: Harness, interaction_for):
     manager = with_role(harness, 0, "Managers", MANAGE_GUILD)
     interaction = await slash(harness, interaction_for, manager, "settings set", key="trigger", value="all")
     (answer,) = interaction.sent
@@ -79,7 +81,7 @@ async def test_manage_server_member_is_an_admin(harness: Harness, interaction_fo
     assert await room_trigger(harness) == "all"
 
 
-async def test_administrator_and_admin_roles_are_admins(make_harness: MakeHarness, interaction_for):
+async def test_administrator_and_admin_roles_manage_the_room(make_harness: MakeHarness, interaction_for):
     harness = await make_harness(admin_roles=["Bot Helpers"])
     helper = with_role(harness, 0, "Bot Helpers", 0)
     owner = with_role(harness, 1, "Owners", ADMINISTRATOR)
@@ -90,10 +92,10 @@ async def test_administrator_and_admin_roles_are_admins(make_harness: MakeHarnes
     assert await room_trigger(harness) == "all"
 
 
-async def test_non_admin_settings_set_changes_nothing(harness: Harness, interaction_for):
+async def test_a_plain_member_settings_set_changes_nothing(harness: Harness, interaction_for):
     interaction = await slash(harness, interaction_for, harness.member(1), "settings set", key="trigger", value="all")
     (answer,) = interaction.sent
-    assert answer.ephemeral and "admin" in answer.content
+    assert answer.ephemeral and "room manager" in answer.content
     assert await room_trigger(harness) in (None, "mention")
 
 
@@ -105,6 +107,55 @@ async def test_manage_channels_may_set_the_persona_but_not_load_models(harness: 
     assert "persona: Storyteller" in shown.text
     refused = await slash(harness, interaction_for, mod, "model unload")
     assert refused.sent[0].ephemeral and host.loaded
+
+
+@pytest.mark.parametrize("permissions", [MANAGE_GUILD, ADMINISTRATOR], ids=["manage-server", "administrator"])
+async def test_guild_power_never_changes_the_bot_for_other_guilds(harness: Harness, interaction_for, host, permissions):
+    """A guild's own managers are room managers there, never operators of the whole bot."""
+    boss = with_role(harness, 0, "Bosses", permissions)
+    unload = await slash(harness, interaction_for, boss, "model unload")
+    assert "operator" in unload.text and host.loaded and host.entry.name == DEFAULT_MODEL
+    load = await slash(harness, interaction_for, boss, "model load", name="/etc/passwd", now=True)
+    assert "operator" in load.text and host.entry.name == DEFAULT_MODEL
+    help_text = (await slash(harness, interaction_for, boss, "help")).text
+    assert "model unload — free the model's memory (operator)" in help_text
+
+
+async def test_an_operators_chat_model_load_takes_registered_models_only(
+    make_harness: MakeHarness, interaction_for, host, tmp_path
+):
+    harness = await make_harness()
+    operator = harness.member(0)
+    harness.adapter.config.admin_users.append(str(operator.id))
+    stray = tmp_path / "stray.gguf"
+    stray.write_bytes(b"GGUF" + bytes(64))
+    texts = []
+    for path in (str(stray), str(tmp_path / "missing.gguf"), "/dev/zero", "../../etc/passwd"):
+        answer = await slash(harness, interaction_for, operator, "model load", name=path)
+        texts.append(answer.text.replace(path, "PATH"))
+    assert len(set(texts)) == 1 and "unknown model 'PATH'" in texts[0], texts
+    assert host.entry.name == DEFAULT_MODEL
+
+
+async def test_application_owners_are_operators(make_harness: MakeHarness, interaction_for, host):
+    """Like discord.py's ``Bot.is_owner``: the application's owner (or team) runs bot-wide commands."""
+    harness = await make_harness()
+    owner = harness.member(1)
+
+    class Info:
+        team = None
+
+    Info.owner = owner
+
+    async def application_info():
+        return Info()
+
+    harness.adapter.client.application_info = application_info
+    refused = await slash(harness, interaction_for, owner, "model unload")
+    assert "operator" in refused.text and host.loaded
+    await harness.adapter.load_owners()
+    done = await slash(harness, interaction_for, owner, "model unload")
+    assert "unloaded" in done.text and not host.loaded
 
 
 async def test_everyone_commands_answer_publicly(harness: Harness, interaction_for):
@@ -143,24 +194,31 @@ async def test_persona_import_passes_the_card_file(harness: Harness, interaction
     }
     path = tmp_path / "quill.json"
     path.write_text(json.dumps(card))
-    admin = with_role(harness, 0, "Managers", MANAGE_GUILD)
-    interaction = await slash(harness, interaction_for, admin, "persona import", file=back.make_attachment(path))
+    harness.adapter.config.admin_users.append(str(harness.member(0).id))
+    interaction = await slash(
+        harness, interaction_for, harness.member(0), "persona import", file=back.make_attachment(path)
+    )
     assert "imported Captain Quill" in interaction.text, interaction.text
     assert harness.adapter.conversation.personas.get(slugify("Captain Quill")).name == "Captain Quill"
 
 
 async def test_persona_import_of_a_png_card(harness: Harness, interaction_for, fixtures_dir):
-    admin = with_role(harness, 0, "Managers", MANAGE_GUILD)
+    harness.adapter.config.admin_users.append(str(harness.member(0).id))
     card = back.make_attachment(fixtures_dir / "Seraphina.png")
-    interaction = await slash(harness, interaction_for, admin, "persona import", file=card)
+    interaction = await slash(harness, interaction_for, harness.member(0), "persona import", file=card)
     assert "imported Seraphina" in interaction.text, interaction.text
+    again = await slash(harness, interaction_for, harness.member(0), "persona import", file=card)
+    assert "already exists" in again.text and "--replace" in again.text
 
 
-async def test_non_admin_persona_import_writes_nothing(harness: Harness, interaction_for, fixtures_dir, tmp_path):
+async def test_a_room_managers_persona_import_writes_nothing(
+    harness: Harness, interaction_for, fixtures_dir, tmp_path
+):
     before = sorted(p.name for p in (tmp_path / "personas").iterdir())
     card = back.make_attachment(fixtures_dir / "Seraphina.png")
-    interaction = await slash(harness, interaction_for, harness.member(1), "persona import", file=card)
-    assert interaction.sent[0].ephemeral and "admin" in interaction.text
+    manager = with_role(harness, 1, "Managers", MANAGE_GUILD)
+    interaction = await slash(harness, interaction_for, manager, "persona import", file=card)
+    assert interaction.sent[0].ephemeral and "operator" in interaction.text
     assert sorted(p.name for p in (tmp_path / "personas").iterdir()) == before
 
 

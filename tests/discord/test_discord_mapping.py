@@ -13,7 +13,8 @@ from adapters.discord_adapter import make_client
 from adapters.discord_mapping import (
     author_for,
     in_answer_channel,
-    is_admin,
+    is_operator,
+    is_room_manager,
     read_attachments,
     readable_text,
     room_for,
@@ -71,46 +72,48 @@ async def test_answer_channels_match_ids_names_and_a_threads_parent(bare_harness
     assert not in_answer_channel(general, [])
 
 
-async def test_admin_rights_come_from_ids_roles_and_server_permissions(bare_harness: Harness):
-    guild = bare_harness.guild
+async def test_room_rights_come_from_roles_and_guild_permissions_never_bot_wide(bare_harness: Harness):
+    guild, channel = bare_harness.guild, bare_harness.channel()
     plain = bare_harness.member(0)
     assert not plain.guild_permissions.manage_guild and not plain.guild_permissions.administrator
-    assert not is_admin(plain, [], [])
-
-    assert is_admin(plain, [str(plain.id)], [])
+    assert not is_room_manager(plain, channel, [])
+    assert is_operator(plain, [str(plain.id)]) and not is_operator(plain, [])
 
     helpers = back.make_role("Bot Helpers", guild, permissions=0)
     back.update_member(bare_harness.member(1), roles=[helpers])
     helper = guild.get_member(bare_harness.member(1).id)
-    assert is_admin(helper, [], ["bot helpers"])
-    assert is_admin(helper, [], [str(helpers.id)])
-    assert not is_admin(helper, [], ["moderators"])
+    assert is_room_manager(helper, channel, ["bot helpers"])
+    assert is_room_manager(helper, channel, [str(helpers.id)])
+    assert not is_room_manager(helper, channel, ["moderators"])
 
     managers = back.make_role("Managers", guild, permissions=MANAGE_GUILD)
     back.update_member(plain, roles=[managers])
-    assert is_admin(guild.get_member(plain.id), [], [])
+    manager = author_for(guild.get_member(plain.id), channel, [], [])
+    assert manager.is_room_manager and not manager.is_operator
 
     owners = back.make_role("Owners", guild, permissions=ADMINISTRATOR)
     back.update_member(helper, roles=[owners])
-    assert is_admin(guild.get_member(helper.id), [], [])
+    owner = author_for(guild.get_member(helper.id), channel, [], [])
+    assert owner.is_room_manager and not owner.is_operator
 
 
-async def test_manage_channels_makes_a_room_manager_not_an_admin(bare_harness: Harness):
+async def test_manage_channels_makes_a_room_manager_not_an_operator(bare_harness: Harness):
     role = back.make_role("Channel Mods", bare_harness.guild, permissions=MANAGE_CHANNELS)
     back.update_member(bare_harness.member(0), roles=[role])
     mod = bare_harness.guild.get_member(bare_harness.member(0).id)
     author = author_for(mod, bare_harness.channel(), [], [])
-    assert author.is_room_manager and not author.is_admin
+    assert author.is_room_manager and not author.is_operator
     plain = author_for(bare_harness.member(1), bare_harness.channel(), [], [])
-    assert not plain.is_room_manager and not plain.is_admin
+    assert not plain.is_room_manager and not plain.is_operator
     assert plain.display_name == bare_harness.member(1).display_name and plain.id == str(bare_harness.member(1).id)
 
 
-async def test_a_dm_author_is_admin_only_by_id(bare_harness: Harness):
+async def test_a_dm_author_is_an_operator_only_by_id(bare_harness: Harness):
     user = bare_harness.member(0)._user
     dm = await bare_harness.member(0).create_dm()
-    assert not author_for(user, dm, [], ["@everyone"]).is_admin
-    assert author_for(user, dm, [str(user.id)], []).is_admin
+    assert not author_for(user, dm, [], ["@everyone"]).is_operator
+    assert not author_for(user, dm, [], ["@everyone"]).is_room_manager
+    assert author_for(user, dm, [str(user.id)], []).is_operator
 
 
 async def test_readable_text_drops_the_bots_mention_and_names_the_others(bare_harness: Harness):
@@ -145,7 +148,7 @@ SECRET = "MTIzNDU2.fake-token-never-to-be-logged"
 async def test_start_logs_in_runs_the_gateway_in_a_task_and_close_logs_out(make_bare_harness, caplog):
     harness = await make_bare_harness(enabled=True, token=SECRET)
     adapter, client = harness.adapter, harness.adapter.client
-    assert client.setup_hook == adapter.sync_commands, "login syncs the slash commands"
+    assert client.setup_hook == adapter._setup, "login reads the owners and syncs the slash commands"
     logged_in: list[str] = []
     connected, released = asyncio.Event(), asyncio.Event()
 

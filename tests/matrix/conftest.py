@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 
 from .synapse import MatrixAccount, SynapseError, SynapseServer, synapse_available
+
+if TYPE_CHECKING:
+    from .bot import Bot
+
+BotFactory = Callable[..., Awaitable["Bot"]]
 
 _SERVER: SynapseServer | None = None
 
@@ -98,3 +104,28 @@ async def matrix_user(
     yield make
     for client in clients:
         await client.close()
+
+
+@pytest_asyncio.fixture
+async def matrix_bot(
+    synapse: SynapseServer, matrix_account: Callable[..., MatrixAccount], tmp_path: Path, smol_path: Path
+) -> AsyncIterator[BotFactory]:
+    """Factory: ``await matrix_bot(**matrix_settings)`` starts a bot on a fresh account (real model)."""
+    from .bot import bot_config, start_bot
+
+    bots: list[Bot] = []
+
+    async def make(*, with_token: bool = False, **matrix: Any) -> Bot:
+        account = matrix_account("hearth")
+        data = tmp_path / f"bot{len(bots)}"
+        data.mkdir()
+        if with_token:  # log in with matrix.access_token instead of a password
+            matrix = {"password": None, "access_token": account.access_token, **matrix}
+        bot = await start_bot(bot_config(synapse, account, data, **matrix))
+        bot.account = account
+        bots.append(bot)
+        return bot
+
+    yield make
+    for bot in bots:
+        await bot.close()

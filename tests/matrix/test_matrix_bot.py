@@ -9,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from nio import AsyncClient, MegolmEvent, TypingNoticeEvent
 
 from adapters.matrix_reply import deliver_reply
@@ -22,36 +20,13 @@ from adapters.rendering import UNFINISHED_MARKER
 from engine.reply import Done, ReplyStream, TextChunk
 from engine.types import RoomRef
 
-from .bot import Bot, BotProcess, bot_config, start_bot
+from .bot import Bot, BotProcess, bot_config
 from .harness import collect_events, create_room, is_edit, relation, send_text, skip_seen, wait_for_member
-from .synapse import MatrixAccount, SynapseServer
+from .synapse import SynapseServer
 
 pytestmark = pytest.mark.timeout(240)
 
 BotFactory = Callable[..., Awaitable[Bot]]
-
-
-@pytest_asyncio.fixture
-async def matrix_bot(
-    synapse: SynapseServer, matrix_account: Callable[..., MatrixAccount], tmp_path: Path, smol_path: Path
-) -> AsyncIterator[BotFactory]:
-    """Factory: ``await matrix_bot(**matrix_settings)`` starts a bot on a fresh account."""
-    bots: list[Bot] = []
-
-    async def make(*, with_token: bool = False, **matrix: Any) -> Bot:
-        account = matrix_account("hearth")
-        data = tmp_path / f"bot{len(bots)}"
-        data.mkdir()
-        if with_token:  # log in with matrix.access_token instead of a password
-            matrix = {"password": None, "access_token": account.access_token, **matrix}
-        bot = await start_bot(bot_config(synapse, account, data, **matrix))
-        bot.account = account
-        bots.append(bot)
-        return bot
-
-    yield make
-    for bot in bots:
-        await bot.close()
 
 
 def mention(bot_id: str) -> dict[str, Any]:
@@ -194,16 +169,16 @@ async def test_every_message_in_a_dm_is_answered(matrix_bot, matrix_user):
     assert any(bot.user_id in users for users in typing), f"no typing notification from the bot: {typing}"
 
 
-async def test_model_load_is_refused_for_a_member_and_done_for_an_admin(matrix_bot, matrix_user, gemma_path):
-    bot = await matrix_bot()
+async def test_model_load_is_refused_for_a_member_and_done_for_an_operator(matrix_bot, matrix_user, gemma_path):
     admin, member = await matrix_user("admin"), await matrix_user("member")
+    bot = await matrix_bot(admins=[admin.user_id])
     room_id = await group_room(admin, bot, [member])
     skip_seen(member, room_id)
 
     refused = await send_text(member, room_id, "!hearth model load gemma-3-270m")
     events = await collect_events(member, room_id, lambda e: _answers(e, bot.user_id, refused), timeout=60)
     notice = events[-1]["content"]
-    assert notice["msgtype"] == "m.notice" and "admin" in notice["body"]
+    assert notice["msgtype"] == "m.notice" and "operator" in notice["body"]
     assert bot.app.host.entry.name != "gemma-3-270m"
 
     skip_seen(admin, room_id)
@@ -384,8 +359,8 @@ async def _upload_encrypted(user: AsyncClient, data: bytes, content_type: str, f
 @pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 async def test_a_command_replying_to_a_card_imports_it(matrix_bot, matrix_user, fixtures_dir, encrypted):
     """A Matrix command carries no file, so ``persona import`` takes the file it replies to."""
-    bot = await matrix_bot(encryption=encrypted)
     admin, member = await matrix_user("admin"), await matrix_user("member")
+    bot = await matrix_bot(encryption=encrypted, admins=[admin.user_id])
     room_id = await group_room(admin, bot, [member], encrypted=encrypted)
     card = (fixtures_dir / "Seraphina.png").read_bytes()
     info = {"mimetype": "image/png", "size": len(card)}
@@ -404,7 +379,7 @@ async def test_a_command_replying_to_a_card_imports_it(matrix_bot, matrix_user, 
 
     skip_seen(member, room_id)
     refused = await answer(member, "!hearth persona import", **reply_to_upload)
-    assert "admin" in refused
+    assert "operator" in refused
     skip_seen(admin, room_id)
     nothing = await answer(admin, "!hearth persona import")
     assert "reply to one" in nothing, "a command without a file says how to give it one"

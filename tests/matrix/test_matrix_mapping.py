@@ -6,7 +6,8 @@ from adapters.matrix_mapping import (
     edit_target,
     inviter_allowed,
     is_addressed,
-    is_admin,
+    is_operator,
+    is_room_manager,
     is_text_file,
     mentions_user,
     readable_text,
@@ -57,11 +58,12 @@ def test_edits_are_recognised():
     assert edit_target({"m.relates_to": {"rel_type": "m.thread", "event_id": "$root"}}) is None
 
 
-def test_admins_by_glob_or_power_level():
-    assert is_admin("@ops:example.org", 0, ["@*:example.org"], 50)
-    assert not is_admin("@ops:evil.org", 0, ["@*:example.org"], 50)
-    assert is_admin("@mod:evil.org", 50, [], 50)
-    assert not is_admin("@user:evil.org", 49, [], 50)
+def test_operators_by_glob_only_and_room_managers_by_power_level():
+    assert is_operator("@ops:example.org", ["@*:example.org"])
+    assert not is_operator("@ops:evil.org", ["@*:example.org"])
+    assert not is_operator("@mod:evil.org", [])  # no power level makes an operator
+    assert is_room_manager(50, 50)
+    assert not is_room_manager(49, 50)
 
 
 def test_invites_default_to_the_bots_own_server():
@@ -114,6 +116,6 @@ def test_room_v12_creators_are_admins_without_a_power_level_entry():
     create = {"type": "m.room.create", "sender": "@owner:x", "content": {"additional_creators": ["@co:x"]}}
     creators = creators_of(create)
     assert creators == {"@owner:x", "@co:x"}
-    assert is_admin("@co:x", effective_power("@co:x", 0, creators, "12"), [], 50)
-    assert not is_admin("@owner:x", effective_power("@owner:x", 0, creators, "11"), [], 50)
-    assert not is_admin("@guest:x", effective_power("@guest:x", 0, creators, "12"), [], 50)
+    assert is_room_manager(effective_power("@co:x", 0, creators, "12"), 50)
+    assert not is_room_manager(effective_power("@owner:x", 0, creators, "11"), 50)
+    assert not is_room_manager(effective_power("@guest:x", 0, creators, "12"), 50)

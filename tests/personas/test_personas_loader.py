@@ -127,3 +127,21 @@ def test_lorebook_yaml_errors_have_lines(tmp_path: Path) -> None:
     book = load_lorebook_file(path)
     assert book.name == "forest"
     assert book.entries[0].keys == ["tree"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("top_p", "0.0"), ("temperature", "9"), ("min_p", "-0.1"), ("repeat_penalty", "0.1"), ("max_tokens", "0")],
+)
+def test_out_of_range_sampling_is_refused_at_load_naming_the_field(tmp_path: Path, field: str, value: str) -> None:
+    """The same bounds as the engine's last check: a persona that loads is one that generates."""
+    from engine.sampling import SamplingParams
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"name: Odd\nsampling:\n  {field}: {value}\n")
+    with pytest.raises(PersonaError) as info:
+        load_persona_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: sampling.{field}: ") and "\n" not in message
+    with pytest.raises(Exception, match=field):  # the engine refuses the same value
+        SamplingParams().merged({field: float(value)}).validated()
