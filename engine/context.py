@@ -10,6 +10,7 @@ exactly as its chat template renders it: never estimated from characters.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,12 @@ TRUNCATION_NOTE = " … [message truncated to fit the context window]"
 # tokenizing (a 200 KB message would otherwise stall the event loop for seconds).
 MAX_CHARS_PER_TOKEN = 8
 SUMMARY_HEADER = "Summary of the earlier conversation:"
+# Chat-template control markup: ChatML and Llama 3 (``<|…|>``), Gemma, Llama 2, BOS/EOS. The rendered
+# prompt is tokenized with special tokens on (the template needs them), so the same strings typed
+# by a user would become real control tokens and forge a system turn. A word joiner after the first
+# character keeps the text readable and makes it plain text to the tokenizer.
+_CONTROL_MARKUP = re.compile(r"<\|[^\s<>|]{1,48}\|>|</?s>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>")
+WORD_JOINER = "\u2060"
 
 
 class PromptTokenizer(Protocol):
@@ -64,6 +71,11 @@ def capped(text: str, n_ctx: int) -> str:
     return text if len(text) <= limit else text[:limit] + TRUNCATION_NOTE
 
 
+def defuse_markup(text: str) -> str:
+    """``text`` with chat-control markup made plain, for anything users (or the model) wrote."""
+    return _CONTROL_MARKUP.sub(lambda match: match.group(0)[0] + WORD_JOINER + match.group(0)[1:], text)
+
+
 def prompt_user(turns: Sequence[Turn]) -> str:
     """Who ``{{user}}`` is in the persona, lore and greeting: the cached front of the prompt.
 
@@ -81,9 +93,9 @@ def group_turns(turns: Sequence[Turn]) -> list[ChatMessage]:
     messages: list[ChatMessage] = []
     for turn in turns:
         if turn.role == "assistant":
-            messages.append(ChatMessage("assistant", turn.text))
+            messages.append(ChatMessage("assistant", defuse_markup(turn.text)))
             continue
-        line = f"{turn.speaker}: {turn.text}"
+        line = defuse_markup(f"{turn.speaker}: {turn.text}")
         if messages and messages[-1].role == "user":
             messages[-1] = ChatMessage("user", messages[-1].content + "\n" + line)
         else:
@@ -100,8 +112,9 @@ class _Parts:
 
     def messages(self, count: int) -> list[ChatMessage]:
         system = self.system
-        if self.summary:
-            system = f"{system}\n\n{SUMMARY_HEADER}\n{self.summary}" if system else self.summary
+        if self.summary:  # written by the model from users' text
+            summary = defuse_markup(self.summary)
+            system = f"{system}\n\n{SUMMARY_HEADER}\n{summary}" if system else summary
         head = [ChatMessage("system", system)] if system else []
         body = group_turns(self.turns[len(self.turns) - count :]) if count else []
         if self.volatile:
