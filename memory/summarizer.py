@@ -33,9 +33,17 @@ class CompactionPlan:
     covers_through_id: int
 
 
+# A summary keeps the gist; a 200 KB paste's first 16,000 characters carry it. Whole giant messages
+# would be tokenized again and again on the event loop while a summary prompt is fitted.
+MAX_SUMMARY_LINE_CHARS = 16_000
+
+
 def message_line(message) -> str:
-    """How a stored message reads inside a summary prompt."""
-    return f"{message.author_name}: {message.text}"
+    """How a stored message reads inside a summary prompt (a giant message is cut, and says so)."""
+    text = message.text
+    if len(text) > MAX_SUMMARY_LINE_CHARS:
+        text = text[:MAX_SUMMARY_LINE_CHARS] + " … [cut]"
+    return f"{message.author_name}: {text}"
 
 
 def plan_compaction(

@@ -88,3 +88,16 @@ def test_plan_never_touches_the_newest_turns():
     plan = plan_compaction(messages, [100] * 8, 100, summarize_at=0.5, keep_recent=6, force=True)
     assert plan is not None and plan.covers_through_id == 1
     assert plan_compaction(messages, [100] * 8, 100, summarize_at=0.5, keep_recent=8, force=True) is None
+
+
+def test_a_giant_message_is_cut_in_summary_prompts():
+    """Fitting a summary prompt tokenizes its lines repeatedly on the event loop: keep them bounded."""
+    from types import SimpleNamespace
+
+    from memory.summarizer import MAX_SUMMARY_LINE_CHARS, message_line
+
+    giant = SimpleNamespace(author_name="Ann", text="x" * 200_000)
+    line = message_line(giant)
+    assert line.startswith("Ann: xxx") and line.endswith("[cut]")
+    assert len(line) < MAX_SUMMARY_LINE_CHARS + 50
+    assert message_line(SimpleNamespace(author_name="Bo", text="short")) == "Bo: short"
