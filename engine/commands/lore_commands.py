@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.commands.core import Command, CommandContext, Right
-from errors import CommandError
+from errors import CheckFailure, CommandError
 from personas import LoreEntry, check_macros
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
 
 MAX_LORE_ENTRY_CHARS = 4000
+REGEX_KEY = re.compile(r"/(.+)/([a-z]*)", re.DOTALL)  # SillyTavern's regex keys, as personas.lore reads them
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
@@ -46,6 +48,11 @@ def commands(conv: Conversation) -> list[Command]:
         if len(content) > MAX_LORE_ENTRY_CHARS:
             raise CommandError(f"lore text is too long ({len(content)} characters, max {MAX_LORE_ENTRY_CHARS})")
         check_macros(content, "lore text")  # one line for a bad macro, not a crash in LoreEntry
+        if not ctx.author.is_operator and any(REGEX_KEY.fullmatch(key) for key in keys):
+            raise CheckFailure(
+                "regex keys (/…/) run against every message and a bad one can stall the bot for every room, "
+                "so only an operator may add them; use plain words"
+            )
         entry = LoreEntry(keys=keys, content=content, constant=constant)
         room = await conv.room(ctx.room)
         extra = dict((await conv.store.room_settings(room.conversation_id)).extra)
