@@ -44,3 +44,4 @@ bench: setup $(SWAP_MODEL)
 	$(PY) -m bench.overhead
 	$(PY) -m bench.swap
 	$(PY) -m bench.burst
+	$(PY) -m bench.soak
