@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +17,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from engine.sampling import DEFAULT_REPEAT_PENALTY, SAMPLING_KEYS, SamplingParams
-from engine.settings import ConfiguredModel, EngineSettings, LimitSettings, MemorySettings, ModelSettings
+from engine.settings import (
+    ConfiguredModel,
+    EngineSettings,
+    LimitSettings,
+    MemorySettings,
+    ModelOptions,
+    ModelSettings,
+)
 from errors import ConfigError
 from sampling_limits import SAMPLING_BOUNDS, sampling_problem
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+MODEL_OPTION_KEYS = frozenset(f.name for f in fields(ModelOptions))  # ``model.*`` keys that are load options
 
 
 class _Section(BaseModel):
@@ -177,26 +186,14 @@ class HearthConfig(_Section):
             max_queue=self.engine.max_queue,
             generation_timeout_s=self.engine.generation_timeout_s,
             persona_models=self.engine.persona_models,
-            command_prefixes={"console": "/", "matrix": self.matrix.command_prefix},
             model=ModelSettings(
                 default=m.default,
                 models_dir=m.models_dir,
-                n_ctx=m.n_ctx,
-                n_threads=m.n_threads,
-                n_threads_batch=m.n_threads_batch,
-                n_batch=m.n_batch,
-                n_ubatch=m.n_ubatch,
-                n_gpu_layers=m.n_gpu_layers,
-                flash_attn=m.flash_attn,
-                flash_prefill=m.flash_prefill,
-                flash_prefill_min_tokens=m.flash_prefill_min_tokens,
-                chat_format=m.chat_format,
+                options=ModelOptions(**m.model_dump(include=MODEL_OPTION_KEYS)),
                 sampling=sampling,
                 models=tuple(
                     ConfiguredModel(o.name, o.path, o.n_ctx, o.chat_format, dict(o.sampling)) for o in m.models
                 ),
-                state_cache_mb=m.state_cache_mb,
-                state_cache_dir=m.state_cache_dir,
             ),
             memory=MemorySettings(**self.memory.model_dump()),
             limits=LimitSettings(**self.limits.model_dump()),

@@ -14,6 +14,7 @@ from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage
 from engine.llama_backend import LlamaBackend
 from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
 
 PROMPT = [
     ChatMessage("system", "You are a storyteller."),
@@ -22,7 +23,7 @@ PROMPT = [
 
 
 async def engine_rate(max_tokens: int, runs: int) -> tuple[float, list[int]]:
-    backend = LlamaBackend(ModelSpec("smollm2", SMOL, n_ctx=2048, state_cache_mb=0))
+    backend = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=2048, state_cache_mb=0)))
     await backend.load()
     tokens = backend.tokenize(backend.render(PROMPT))
     rates = []
@@ -49,7 +50,7 @@ def raw_rate(tokens: list[int], max_tokens: int, runs: int) -> float:
 
     threads = os.cpu_count() or 1
     llm = Llama(model_path=str(SMOL), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
-                flash_attn=ModelSpec("x", SMOL).flash_attn, last_n_tokens_size=64, verbose=False)
+                flash_attn=ModelOptions().flash_attn, last_n_tokens_size=64, verbose=False)
     rates = []
     s = SamplingParams(max_tokens=max_tokens, temperature=0.8, seed=42)
     try:

@@ -16,6 +16,7 @@ from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage
 from engine.llama_backend import LlamaBackend
 from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
 
 N_CTX = 4096
 SAMPLING = SamplingParams(max_tokens=4, temperature=0.0)
@@ -33,9 +34,8 @@ def conversation(room: int, turn: int) -> list[ChatMessage]:
 async def run_hearth(
     rooms: int, turns: int, cache_mb: int, flash_attn: bool = False, flash_prefill: bool = True
 ) -> dict:
-    spec = ModelSpec(
-        "smollm2", SMOL, n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn, flash_prefill=flash_prefill
-    )
+    options = ModelOptions(n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn, flash_prefill=flash_prefill)
+    spec = ModelSpec("smollm2", SMOL, options)
     backend = LlamaBackend(spec)
     await backend.load()
     cold, warm, evaluated = [], [], []
@@ -60,7 +60,7 @@ def run_raw(rooms: int, turns: int, ram_cache: bool, cold_only: bool = False) ->
     llm = Llama(model_path=str(SMOL), n_ctx=N_CTX, verbose=False)
     if ram_cache:
         llm.set_cache(LlamaRAMCache(capacity_bytes=2 << 30))
-    helper = LlamaBackend(ModelSpec("smollm2", SMOL, n_ctx=N_CTX))
+    helper = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=N_CTX)))
     asyncio.run(helper.load())
     cold, warm = [], []
     try:

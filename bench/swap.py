@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.common import GEMMA, ROOT, SMOL, emit, require_model
 from engine.model_host import ModelHost
 from engine.registry import ModelRegistry
-from engine.settings import ModelSettings
+from engine.settings import ModelOptions, ModelSettings
 
 
 def rss_mb() -> float:
@@ -24,7 +24,7 @@ def rss_mb() -> float:
 
 
 async def run(cycles: int) -> dict:
-    host = ModelHost(ModelRegistry(ModelSettings(models_dir=ROOT / "models", n_ctx=2048)))
+    host = ModelHost(ModelRegistry(ModelSettings(models_dir=ROOT / "models", options=ModelOptions(n_ctx=2048))))
     await host.load("smollm2-135m-instruct")
     gc.collect()
     first = rss_mb()

@@ -1,7 +1,8 @@
 """The small interface every model backend implements.
 
-Capabilities are class attributes (``can_stream``), options are one frozen dataclass,
-and generation is one streaming call. The engine talks to a backend only through this.
+Capabilities are class attributes (``can_stream``), options are one frozen dataclass
+(``ModelOptions``), and generation is one streaming call. The engine talks to a backend
+only through this.
 """
 
 from __future__ import annotations
@@ -15,27 +16,22 @@ from engine.chat_template import ChatMessage
 from engine.gguf_meta import GGUFInfo
 from engine.reply import ReplyStream
 from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model ready to load: where it is and how to run it."""
+    """A model ready to load: where it is, how to load it, and its default sampling."""
 
     name: str
     path: Path
-    n_ctx: int = 2048
-    n_threads: int | None = None
-    n_threads_batch: int | None = None
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_gpu_layers: int = 0
-    flash_attn: bool = False
-    flash_prefill: bool = True  # evaluate long cold prompts in a second, flash-attention context
-    flash_prefill_min_tokens: int = 128
-    chat_format: str | None = None
+    options: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingParams = field(default_factory=SamplingParams)
-    state_cache_mb: int = 512
-    state_cache_dir: Path | None = None
+
+    @property
+    def n_ctx(self) -> int:
+        """The context window; context assembly reads it every turn."""
+        return self.options.n_ctx
 
 
 @dataclass(frozen=True)

@@ -89,9 +89,10 @@ class LlamaBackend:
         self.info = await asyncio.to_thread(read_gguf_info, self.spec.path)
         identity = await asyncio.to_thread(model_identity, self.spec.path)
         # A state's KV layout depends on flash attention (V is transposed without it).
-        identity += "-fa" if self.spec.flash_attn else ""
-        self.states = StateCache(self.spec.state_cache_mb * 2**20, identity, self.spec.state_cache_dir)
-        fmt, source = choose_format(self.info.architecture, self.info.chat_template, self.spec.chat_format)
+        options = self.spec.options
+        identity += "-fa" if options.flash_attn else ""
+        self.states = StateCache(options.state_cache_mb * 2**20, identity, options.state_cache_dir)
+        fmt, source = choose_format(self.info.architecture, self.info.chat_template, options.chat_format)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.spec.name}")
         try:
             self._llm = await self._run(self._construct)
@@ -111,27 +112,27 @@ class LlamaBackend:
     def _construct(self) -> Any:
         from llama_cpp import Llama
 
-        spec = self.spec
+        spec, options = self.spec, self.spec.options
         # llama-cpp-python defaults to half the cores; prompt evaluation on a small CPU
         # wants all of them (measured: ~25% faster TTFT on 2 cores).
-        threads = spec.n_threads or os.cpu_count() or 1
+        threads = options.n_threads or os.cpu_count() or 1
         try:
             llm = Llama(
                 model_path=str(spec.path),
-                n_ctx=spec.n_ctx,
+                n_ctx=options.n_ctx,
                 n_threads=threads,
-                n_threads_batch=spec.n_threads_batch or threads,
-                n_batch=spec.n_batch,
-                n_ubatch=spec.n_ubatch,
-                n_gpu_layers=spec.n_gpu_layers,
-                flash_attn=spec.flash_attn,
+                n_threads_batch=options.n_threads_batch or threads,
+                n_batch=options.n_batch,
+                n_ubatch=options.n_ubatch,
+                n_gpu_layers=options.n_gpu_layers,
+                flash_attn=options.flash_attn,
                 last_n_tokens_size=64,
                 verbose=False,
             )
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
-        if spec.flash_prefill and not spec.flash_attn:
+        if options.flash_prefill and not options.flash_attn:
             try:
                 self._prefill = FlashPrefill(llm, self._abort_callback)
             except ValueError as exc:  # llama.cpp could not make the second context: go without
@@ -239,8 +240,9 @@ class LlamaBackend:
         if llm is None:
             raise ModelError(f"model {self.spec.name} was unloaded")
         tokens = list(request.prompt_tokens)
-        if len(tokens) + 1 > self.spec.n_ctx:
-            raise ModelError(f"prompt of {len(tokens)} tokens does not fit n_ctx {self.spec.n_ctx}")
+        n_ctx = self.spec.options.n_ctx
+        if len(tokens) + 1 > n_ctx:
+            raise ModelError(f"prompt of {len(tokens)} tokens does not fit n_ctx {n_ctx}")
         started = time.perf_counter()  # TTFT includes parking and restoring room states
         restored = self._switch_room(request.room_key, tokens)
         reused = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
@@ -257,7 +259,7 @@ class LlamaBackend:
                 prefilled_tokens=prefilled,
             )
         sampling = request.sampling
-        max_tokens = min(sampling.max_tokens, self.spec.n_ctx - len(tokens))
+        max_tokens = min(sampling.max_tokens, n_ctx - len(tokens))
         stop = list(dict.fromkeys([*self.template.stop, *sampling.stop])) if self.template else []
         first_token_at = 0.0
         produced = 0
@@ -319,7 +321,7 @@ class LlamaBackend:
         holds the last cold prompt, not this room's latest turns), since it is faster.
         """
         prefill, pending = self._prefill, len(tokens) - 1 - reused
-        if prefill is None or not prefill.usable or pending < self.spec.flash_prefill_min_tokens:
+        if prefill is None or not prefill.usable or pending < self.spec.options.flash_prefill_min_tokens:
             return False
         flash_pending = prefill.pending(tokens[:-1])
         return flash_pending <= pending * 1.1 and flash_pending >= len(tokens) - 1 - flash_pending

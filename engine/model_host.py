@@ -3,16 +3,20 @@
 A swap waits for the running generation (or cancels it with ``now``) while the
 scheduler holds new turns, frees the old model, loads the new one, and proves it
 with a one-token health check. Any failure reloads the previous model, so the bot
-never ends up with no model.
+never ends up with no model. The scheduler comes in through the ``Pauser`` protocol,
+wired by ``bot.py``: the host knows nothing of conversations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Protocol
 
 from engine.backend import GenerationRequest
 from engine.chat_template import ChatMessage
@@ -40,18 +44,29 @@ def available_memory_bytes() -> int | None:
     return None
 
 
+class Pauser(Protocol):
+    """What generates on the model (the scheduler): a swap holds it, and may cancel its reply."""
+
+    def paused_turns(self) -> AbstractAsyncContextManager[None]: ...
+
+    def cancel_running(self) -> None: ...
+
+
 class ModelHost:
     """Owns the current backend; everything that loads or frees a model goes through here."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, pauser: Pauser | None = None) -> None:
         self.registry = registry
         self.backend: LlamaBackend | None = None
         self.entry: ModelEntry | None = None
         self._swap_lock = asyncio.Lock()
+        self._pauser = pauser  # None until wired: nothing generates, so nothing to wait for
         self.on_swap: list[Callable[[], None]] = []
-        self.pause_generation: Callable[[], Awaitable[Callable[[], None]]] | None = None
-        self.cancel_generation: Callable[[], None] | None = None
         self.available_memory: Callable[[], int | None] = available_memory_bytes  # a seam for tests
+
+    def use_pauser(self, pauser: Pauser) -> None:
+        """Wire what generates on this model (``bot.py`` passes the scheduler)."""
+        self._pauser = pauser
 
     def memory_problem(self, entry: ModelEntry) -> str | None:
         """Why loading ``entry`` now would not fit in RAM; None when it fits (or RAM is unknown).
@@ -89,19 +104,19 @@ class ModelHost:
         problem = self.memory_problem(entry)
         if problem is not None:
             raise UserError(problem)
-        async with self._swap_lock:
-            resume = await self._pause(now)
-            try:
-                return await self._swap(entry, info.architecture, progress)
-            finally:
-                resume()
+        async with self._swap_lock, self._paused(now):
+            return await self._swap(entry, info.architecture, progress)
 
-    async def _pause(self, now: bool) -> Callable[[], None]:
-        if now and self.cancel_generation is not None:
-            self.cancel_generation()
-        if self.pause_generation is not None:
-            return await self.pause_generation()
-        return lambda: None
+    @contextlib.asynccontextmanager
+    async def _paused(self, now: bool) -> AsyncIterator[None]:
+        """Nothing generates inside: new turns are held and the running one ended (or cancelled)."""
+        if self._pauser is None:
+            yield
+            return
+        if now:
+            self._pauser.cancel_running()
+        async with self._pauser.paused_turns():
+            yield
 
     async def _swap(self, entry: ModelEntry, architecture: str, progress: Progress) -> str:
         previous = self.entry
@@ -145,11 +160,8 @@ class ModelHost:
             if self.backend is None:
                 return "no model is loaded"
             name = self.entry.name if self.entry else "model"
-            resume = await self._pause(False)
-            try:
+            async with self._paused(False):
                 await self._unload()
-            finally:
-                resume()
             return f"unloaded {name}; replies are off until an operator runs: model load NAME"
 
     async def _unload(self) -> None:

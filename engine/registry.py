@@ -111,24 +111,10 @@ class ModelRegistry:
         return self._info_cache[key]
 
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
-        s = self.settings
-        return ModelSpec(
-            name=entry.name,
-            path=entry.path,
-            n_ctx=entry.n_ctx or s.n_ctx,
-            n_threads=s.n_threads,
-            n_threads_batch=s.n_threads_batch,
-            n_batch=s.n_batch,
-            n_ubatch=s.n_ubatch,
-            n_gpu_layers=s.n_gpu_layers,
-            flash_attn=s.flash_attn,
-            flash_prefill=s.flash_prefill,
-            flash_prefill_min_tokens=s.flash_prefill_min_tokens,
-            chat_format=entry.chat_format or s.chat_format,
-            sampling=s.sampling.merged(entry.sampling),
-            state_cache_mb=s.state_cache_mb,
-            state_cache_dir=s.state_cache_dir,
-        )
+        """The configured options, with this model's own overrides (the one place they apply)."""
+        overrides = {"n_ctx": entry.n_ctx, "chat_format": entry.chat_format}
+        options = replace(self.settings.options, **{k: v for k, v in overrides.items() if v is not None})
+        return ModelSpec(entry.name, entry.path, options, self.settings.sampling.merged(entry.sampling))
 
     def estimate_bytes(self, entry: ModelEntry) -> int:
         """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers.
@@ -136,9 +122,9 @@ class ModelRegistry:
         The flash-attention prefill context has a KV cache of its own (and shares the weights).
         """
         info = self.info(entry)
-        spec = self.spec_for(entry)
-        caches = 2 if spec.flash_prefill and not spec.flash_attn else 1
-        return info.file_size + caches * info.kv_cache_bytes(spec.n_ctx) + LOAD_OVERHEAD_BYTES
+        options = self.spec_for(entry).options
+        caches = 2 if options.flash_prefill and not options.flash_attn else 1
+        return info.file_size + caches * info.kv_cache_bytes(options.n_ctx) + LOAD_OVERHEAD_BYTES
 
     def default_entry(self) -> ModelEntry:
         return self.resolve(self.settings.default)

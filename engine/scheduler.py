@@ -6,6 +6,7 @@ round-robin in arrival order, so a chatty room cannot starve a quiet one. Backgr
 work (summaries) runs only when no reply is waiting, and yields to a reply that arrives.
 An optional prepare step runs before each turn is admitted, with nothing generating, so
 it may pause the scheduler itself (a model swap does) without waiting on its own turn.
+``paused_turns`` holds new turns and waits, without polling, for the running one to end.
 Time never appears here: timeouts are handed to ``asyncio.wait_for`` by the caller's job.
 """
 
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from engine.reply import ReplyStream
@@ -70,8 +71,11 @@ class Scheduler:
         self._running_ticket: Ticket | None = None
         self._running_background: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
-        self.paused = asyncio.Event()
-        self.paused.set()  # set = not paused
+        self._resumed = asyncio.Event()  # cleared while any ``paused_turns`` block is open
+        self._resumed.set()
+        self._pauses = 0
+        self._turn_over = asyncio.Event()  # cleared while a reply turn runs (prepare excluded)
+        self._turn_over.set()
         self.idle = asyncio.Event()
         self.idle.set()
         self.completed = 0
@@ -160,11 +164,34 @@ class Scheduler:
         if self._running_background is not None:
             self._running_background.cancel()
 
+    # -- pausing -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def paused_turns(self) -> AsyncIterator[None]:
+        """Hold new turns and wait for the running one to end; turns resume when the block exits.
+
+        From the prepare step it returns at once: the turn being prepared has not started,
+        so a persona's model swap never waits on the turn that asked for it. Pauses nest.
+        """
+        self._pauses += 1
+        self._resumed.clear()
+        try:
+            await self._turn_over.wait()
+            yield
+        finally:
+            self._pauses -= 1
+            if self._pauses == 0:
+                self._resumed.set()
+
+    async def wait_running_turn(self) -> None:
+        """Until no reply turn runs (its reply drained and stored); for shutdown."""
+        await self._turn_over.wait()
+
     # -- the loop ------------------------------------------------------------------------
 
     async def _loop(self) -> None:
         while True:
-            await self.paused.wait()
+            await self._resumed.wait()
             if self._waiting:
                 room_key, ticket = self._waiting.popitem(last=False)
                 await self._serve(room_key, ticket)
@@ -180,22 +207,42 @@ class Scheduler:
 
     async def _serve(self, room_key: str, ticket: Ticket) -> None:
         self.idle.clear()
-        if self._prepare is not None:
-            await self._run_prepare(self._prepare, room_key, ticket)
-            if ticket.reply.done():  # stopped while it was being prepared
-                return
+        await self._admit(room_key, ticket)
+        if ticket.reply.done():  # stopped while it was being prepared or held by a pause
+            return
         self._running_room = room_key
         self._running_ticket = ticket
+        self._turn_over.clear()
+        try:
+            await self._run_turn(room_key, ticket)
+        finally:
+            self._running_room = None
+            self._running_reply = None
+            self._running_ticket = None
+            self._turn_over.set()
+
+    async def _admit(self, room_key: str, ticket: Ticket) -> None:
+        """Prepare the turn, then wait out a pause that began meanwhile (a swap finishes first).
+
+        The ticket counts as being prepared all along, so messages join it and stop drops it.
+        """
+        self._preparing = ticket
+        try:
+            if self._prepare is not None:
+                await self._run_prepare(self._prepare, room_key)
+            await self._resumed.wait()
+        finally:
+            self._preparing = None
+
+    async def _run_turn(self, room_key: str, ticket: Ticket) -> None:
         try:
             reply = await self._run_reply(room_key)
         except HearthError as exc:
             ticket.reply.set_exception(exc)
-            self._running_room = self._running_ticket = None
             return
         except Exception as exc:
             log.exception("preparing a reply for %s failed", room_key)
             ticket.reply.set_exception(ModelError(f"could not start the reply: {exc}", original=exc))
-            self._running_room = self._running_ticket = None
             return
         self._running_reply = reply
         if not ticket.reply.done():
@@ -210,22 +257,17 @@ class Scheduler:
             reply.cancel()
             await self._drain(reply)
         finally:
-            self._running_room = None
-            self._running_reply = None
-            self._running_ticket = None
             self.completed += 1
 
-    async def _run_prepare(self, prepare: PrepareJob, room_key: str, ticket: Ticket) -> None:
+    @staticmethod
+    async def _run_prepare(prepare: PrepareJob, room_key: str) -> None:
         """Run the prepare step; its failure is logged and never blocks the turn."""
-        self._preparing = ticket
         try:
             await prepare(room_key)
         except HearthError as exc:
             log.warning("preparing the turn of %s failed: %s", room_key, exc)
         except Exception:
             log.exception("preparing the turn of %s failed", room_key)
-        finally:
-            self._preparing = None
 
     @staticmethod
     async def _drain(reply: ReplyStream) -> None:

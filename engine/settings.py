@@ -24,23 +24,37 @@ class ConfiguredModel:
 
 
 @dataclass(frozen=True)
-class ModelSettings:
-    default: str = "smollm2-135m-instruct"
-    models_dir: Path = Path("models")
+class ModelOptions:
+    """How a model is loaded: the one place these per-load knobs are named.
+
+    config.py builds it from ``model.*`` in one call, the registry applies per-model
+    overrides to it with ``dataclasses.replace``, and ``ModelSpec`` carries it whole to
+    the backend, so a new option is added here and read where it is used, nowhere else.
+    """
+
     n_ctx: int = 2048
-    n_threads: int | None = None
-    n_threads_batch: int | None = None
+    n_threads: int | None = None  # None: every core
+    n_threads_batch: int | None = None  # None: as n_threads
     n_batch: int = 512
     n_ubatch: int = 512
     n_gpu_layers: int = 0
     flash_attn: bool = False
-    flash_prefill: bool = True
+    flash_prefill: bool = True  # evaluate long cold prompts in a second, flash-attention context
     flash_prefill_min_tokens: int = 128
-    chat_format: str | None = None
-    sampling: SamplingParams = field(default_factory=SamplingParams)
-    models: tuple[ConfiguredModel, ...] = ()
+    chat_format: str | None = None  # None: the GGUF's own template, else a built-in guess
     state_cache_mb: int = 512
     state_cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models exist and the options every one of them loads with (unless overridden)."""
+
+    default: str = "smollm2-135m-instruct"
+    models_dir: Path = Path("models")
+    options: ModelOptions = field(default_factory=ModelOptions)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    models: tuple[ConfiguredModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,6 @@ class EngineSettings:
     generation_timeout_s: float = 180.0
     persona_models: bool = True  # swap to a persona's preferred model at its room's turn
     max_message_chars: int = 8000
-    command_prefixes: dict[str, str] = field(default_factory=lambda: {"console": "/"})
     model: ModelSettings = field(default_factory=ModelSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)

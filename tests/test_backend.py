@@ -13,11 +13,12 @@ from engine.chat_template import ChatMessage
 from engine.llama_backend import LlamaBackend
 from engine.reply import ReasoningChunk, TextChunk
 from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
 
 
 @pytest.fixture
 async def smol(smol_path):
-    backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2))
+    backend = LlamaBackend(ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=1024, n_threads=2)))
     await backend.load()
     yield backend
     await backend.close()
@@ -100,7 +101,7 @@ async def test_cancel_interrupts_a_long_prompt_evaluation(smol_path, flash_prefi
     A long cold prompt is evaluated in the flash-attention context by default, so both
     contexts' evaluations are cancelled here.
     """
-    spec = ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2, flash_prefill=flash_prefill)
+    spec = ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=2048, n_threads=2, flash_prefill=flash_prefill))
     caplog.set_level(logging.DEBUG, logger="llama.cpp")
     greedy = SamplingParams(max_tokens=4, temperature=0.0)
     reference_backend, backend = LlamaBackend(spec), LlamaBackend(spec)
@@ -151,7 +152,7 @@ async def test_stop_strings_are_honoured(smol):
 
 
 async def test_gemma_without_template_uses_builtin_format(gemma_path):
-    backend = LlamaBackend(ModelSpec("gemma", gemma_path, n_ctx=512, n_threads=2))
+    backend = LlamaBackend(ModelSpec("gemma", gemma_path, ModelOptions(n_ctx=512, n_threads=2)))
     await backend.load()
     try:
         assert backend.template.name == "gemma"

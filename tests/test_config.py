@@ -129,3 +129,26 @@ def test_limits_and_edit_caps_are_config_keys(tmp_path):
     limits = config.engine_settings().limits
     assert (limits.user_messages_per_minute, limits.user_burst, limits.room_replies_per_minute) == (6, 2, 0)
     assert (config.discord.max_edits, config.matrix.max_edits) == (10, 12)
+
+
+def test_model_options_pass_whole_from_config_to_the_spec(tmp_path):
+    """Every load option has a ``model.*`` key, and reaches the spec with per-model overrides applied."""
+    from dataclasses import fields, replace
+
+    from config import HearthConfig, ModelConfig
+    from engine.registry import ModelRegistry
+    from engine.settings import ModelOptions
+
+    assert {f.name for f in fields(ModelOptions)} <= set(ModelConfig.model_fields)
+    model = {
+        "models_dir": str(tmp_path),
+        "n_ubatch": 64,
+        "flash_prefill_min_tokens": 7,
+        "state_cache_dir": str(tmp_path),
+        "models": [{"name": "Big", "path": str(tmp_path / "big.gguf"), "n_ctx": 4096, "chat_format": "gemma"}],
+    }
+    registry = ModelRegistry(HearthConfig.model_validate({"model": model}).engine_settings().model)
+    expected = ModelOptions(n_ubatch=64, flash_prefill_min_tokens=7, state_cache_dir=tmp_path)
+    big = registry.spec_for(registry.resolve("big")).options
+    assert big == replace(expected, n_ctx=4096, chat_format="gemma")
+    assert registry.spec_for(registry.resolve(str(tmp_path / "other.gguf"))).options == expected

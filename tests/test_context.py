@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from engine.backend import ModelSpec
 from engine.context import TRUNCATION_NOTE, Turn, assemble
 from engine.llama_backend import LlamaBackend
+from engine.settings import ModelOptions
 from tests.conftest import SMOL
 
 _BACKEND: LlamaBackend | None = None
@@ -18,7 +19,7 @@ async def smol() -> LlamaBackend:
     """One loaded tokenizer for the whole module (hypothesis runs many examples)."""
     global _BACKEND
     if _BACKEND is None:
-        backend = LlamaBackend(ModelSpec("smollm2", SMOL, n_ctx=512, n_threads=1))
+        backend = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=512, n_threads=1)))
         await backend.load()
         _BACKEND = backend
     return _BACKEND

@@ -147,3 +147,26 @@ async def test_a_change_of_speaker_keeps_the_evaluated_prompt_warm(app):
     third = await conv.reply_now(message("What is two plus two?", author=ALICE))
     await third.text()
     assert third.stats.evaluated_prompt_tokens < third.stats.prompt_tokens / 2
+
+
+async def test_a_swap_waits_for_the_running_reply_and_now_cancels_it(app):
+    """The scheduler pause that bot.py wires into ModelHost: the model stays until the reply ends."""
+    conv = app.conversation
+    first = conv.host.entry.name
+    reply = await conv.reply_now(message("Write a very long poem about the ocean, at least 40 lines."))
+    seen: set[str | None] = set()
+    swap = None
+    async for _ in reply:
+        swap = swap or asyncio.create_task(conv.host.load("gemma-3-270m"))
+        seen.add(conv.host.entry.name if conv.host.entry else None)
+    assert seen == {first}, "the model was swapped out under a running reply"
+    assert reply.stats.finish_reason != "cancelled"
+    assert "done in" in await asyncio.wait_for(swap, 60)
+    assert conv.host.entry.name == "gemma-3-270m"
+
+    reply = await conv.reply_now(message("Write a very long poem about the ocean, at least 40 lines."))
+    async for _ in reply:
+        break
+    await asyncio.wait_for(conv.host.load(first, now=True), 60)
+    assert reply.stats.finish_reason == "cancelled"
+    assert conv.host.entry.name == first

@@ -13,6 +13,7 @@ from engine.flash_prefill import FlashPrefill
 from engine.llama_backend import LlamaBackend
 from engine.sampling import SamplingParams
 from engine.seq_state import read_sequence_state, write_sequence_state
+from engine.settings import ModelOptions
 
 TEXT = " ".join(
     f"Entry {i}: the lighthouse keeper of the northern isle wrote that the tide turned at dusk, "
@@ -91,7 +92,7 @@ def conversation(turns: int) -> list[ChatMessage]:
 
 @pytest.mark.parametrize("flash_prefill", [True, False])
 async def test_cold_turns_are_prefilled_and_warm_turns_are_not(smol_path, flash_prefill):
-    spec = ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, flash_prefill=flash_prefill)
+    spec = ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=1024, n_threads=2, flash_prefill=flash_prefill))
     backend = LlamaBackend(spec)
     greedy = SamplingParams(max_tokens=6, temperature=0.0)
     await backend.load()
@@ -113,7 +114,7 @@ async def test_cold_turns_are_prefilled_and_warm_turns_are_not(smol_path, flash_
 
 async def test_a_long_message_is_prefilled_only_when_it_outweighs_the_history(smol_path):
     """Flash attention is slower for a batch much shorter than the cache it attends to."""
-    backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=2048, n_threads=2))
+    backend = LlamaBackend(ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=2048, n_threads=2)))
     greedy = SamplingParams(max_tokens=2, temperature=0.0)
     await backend.load()
     try:

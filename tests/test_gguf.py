@@ -65,10 +65,11 @@ def test_chat_with_bad_model_prints_one_line(tmp_path, config_file):
 def test_ram_estimate_counts_the_prefill_contexts_kv_cache(smol_path, flash_attn):
     """The flash-attention prefill context has its own KV cache, unless the main one is flash already."""
     from engine.registry import ModelRegistry
-    from engine.settings import ModelSettings
+    from engine.settings import ModelOptions, ModelSettings
 
     def estimate(prefill: bool) -> int:
-        settings = ModelSettings(models_dir=smol_path.parent, n_ctx=4096, flash_attn=flash_attn, flash_prefill=prefill)
+        options = ModelOptions(n_ctx=4096, flash_attn=flash_attn, flash_prefill=prefill)
+        settings = ModelSettings(models_dir=smol_path.parent, options=options)
         registry = ModelRegistry(settings)
         return registry.estimate_bytes(registry.resolve("smollm2-135m-instruct"))
 

@@ -114,11 +114,8 @@ async def test_prepare_runs_with_nothing_generating_and_may_pause_the_scheduler(
     seen: list[tuple[str, str | None]] = []
 
     async def prepare(room_key: str) -> None:
-        seen.append((room_key, sched.running_room))
-        sched.paused.clear()  # what ModelHost.load does through Conversation._pause_generation
-        while sched.running_room is not None:
-            await asyncio.sleep(0)
-        sched.paused.set()
+        async with sched.paused_turns():  # what ModelHost.load does for a persona's model
+            seen.append((room_key, sched.running_room))
 
     sched = Scheduler(jobs, prepare=prepare)
     await sched.start()
@@ -161,5 +158,61 @@ async def test_messages_join_a_turn_being_prepared_and_stop_drops_it():
         assert jobs.order == ["b"], "the stopped turn never started generating"
         jobs.finish("b")
         await asyncio.wait_for(sched.wait_idle(), 2)
+    finally:
+        await sched.close()
+
+
+async def test_a_pause_waits_for_the_running_turn_and_holds_new_ones(scheduler):
+    """What a model swap needs: the running reply ends first, and no turn starts until it is done."""
+    jobs = scheduler.jobs
+    scheduler.request("a")
+    await settle()
+    entered, leave = asyncio.Event(), asyncio.Event()
+
+    async def swap() -> None:
+        async with scheduler.paused_turns():
+            entered.set()
+            await leave.wait()
+
+    task = asyncio.create_task(swap())
+    b = scheduler.request("b")
+    await settle()
+    assert not entered.is_set(), "a is still generating"
+    jobs.finish("a")
+    await settle()
+    assert entered.is_set(), "woken when the turn ends, not by a later poll"
+    await settle()
+    assert jobs.order == ["a"], "b is held while the pause is open"
+    leave.set()
+    await task
+    await asyncio.wait_for(b.ticket.reply, 2)
+    assert jobs.order == ["a", "b"]
+    jobs.finish("b")
+    await asyncio.wait_for(scheduler.wait_idle(), 2)
+
+
+async def test_a_turn_prepared_during_a_pause_starts_only_when_it_ends():
+    """An operator's swap may begin while another room's turn is being prepared: that turn waits."""
+    jobs = ManualJobs()
+    release = asyncio.Event()
+
+    async def prepare(room_key: str) -> None:
+        await release.wait()
+
+    sched = Scheduler(jobs, prepare=prepare)
+    await sched.start()
+    try:
+        async with asyncio.timeout(2):
+            first = sched.request("a")
+            await settle()
+            async with sched.paused_turns():  # nothing is generating: entered at once
+                release.set()
+                await settle()
+                assert jobs.order == []
+                assert sched.request("a").joined_existing, "the held turn still takes new messages"
+            await first.ticket.reply
+            assert jobs.order == ["a"]
+            jobs.finish("a")
+            await sched.wait_idle()
     finally:
         await sched.close()

@@ -10,6 +10,7 @@ from engine.backend import GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage
 from engine.llama_backend import LlamaBackend
 from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
 from engine.state_cache import RoomState, StateCache
 
 LORE = "The realm has three rivers that run north, and its kings are wise and patient. " * 12
@@ -56,9 +57,8 @@ def room_prompt(backend: LlamaBackend, room: str, turns: list[str]) -> list[int]
 
 @pytest.fixture
 async def smol(smol_path, tmp_path):
-    backend = LlamaBackend(
-        ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, state_cache_mb=64, state_cache_dir=tmp_path)
-    )
+    options = ModelOptions(n_ctx=1024, n_threads=2, state_cache_mb=64, state_cache_dir=tmp_path)
+    backend = LlamaBackend(ModelSpec("smollm2", smol_path, options))
     await backend.load()
     yield backend
     await backend.close()
@@ -79,7 +79,7 @@ async def test_interleaved_rooms_restore_their_state(smol):
 
 
 async def test_cache_off_re_evaluates(smol_path):
-    backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, state_cache_mb=0))
+    backend = LlamaBackend(ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=1024, n_threads=2, state_cache_mb=0)))
     await backend.load()
     try:
         for room in ("A", "B"):
@@ -92,7 +92,7 @@ async def test_cache_off_re_evaluates(smol_path):
 
 
 async def test_states_survive_a_restart(smol_path, tmp_path):
-    spec = ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, state_cache_dir=tmp_path / "states")
+    spec = ModelSpec("smollm2", smol_path, ModelOptions(n_ctx=1024, n_threads=2, state_cache_dir=tmp_path / "states"))
     first = LlamaBackend(spec)
     await first.load()
     await generate(first, "A", room_prompt(first, "A", ["hello"]))
@@ -112,7 +112,8 @@ async def test_restored_states_answer_exactly_as_if_never_parked(smol_path):
     turns = ["hello", "what is in the north?", "and the south?"]
 
     async def replies(order: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
-        backend = LlamaBackend(ModelSpec("smollm2", smol_path, n_ctx=1024, n_threads=2, state_cache_mb=64))
+        options = ModelOptions(n_ctx=1024, n_threads=2, state_cache_mb=64)
+        backend = LlamaBackend(ModelSpec("smollm2", smol_path, options))
         await backend.load()
         try:
             out = {}
