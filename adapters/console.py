@@ -13,12 +13,22 @@ import io
 import sys
 from typing import TextIO
 
+from adapters.presenting import present_outcome, present_result
 from engine.commands.core import CommandContext
 from engine.conversation import Conversation
-from engine.types import Author, IncomingMessage, RoomRef
+from engine.scheduler import Admission
+from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from errors import HearthError
 
 CONSOLE_USER = Author(id="console", display_name="User", is_operator=True, is_room_manager=True, on_host=True)
+COMMAND_PREFIX = "/"
+
+
+def command_line(text: str) -> str | None:
+    """The command in a console line (``/model list`` → ``model list``; a bare ``/`` is help), else None."""
+    if not text.startswith(COMMAND_PREFIX):
+        return None
+    return text[len(COMMAND_PREFIX) :].strip() or "help"
 
 
 class ConsoleAdapter:
@@ -63,22 +73,38 @@ class ConsoleAdapter:
             await self.handle_line(text)
 
     async def handle_line(self, text: str) -> None:
+        """One line: a ``/`` command, else a chat message; either way shown by the shared presenter."""
         self._counter += 1
-        if text.startswith("/"):
+        command = command_line(text)
+        if command is not None:
             ctx = CommandContext(self.room, CONSOLE_USER, progress=self._progress)
-            result = await self.conversation.commands.process(text[1:], ctx)
-            self._write(result.text.rstrip() + "\n")
+            await present_result(await self.conversation.run_command(command, ctx), self)
             return
         message = IncomingMessage(
             room=self.room, author=CONSOLE_USER, text=text, message_id=f"console-{self._counter}", addressed=True
         )
-        outcome = await self.conversation.handle(message)
-        if outcome.admission is None:
-            if outcome.notice:
-                self._write(outcome.notice + "\n")
-            return
+        await present_outcome(await self.conversation.handle(message), self)
+
+    # -- the presenter's Output: everything goes to stdout ----------------------------------
+
+    async def send_text(self, text: str, *, ephemeral: bool) -> None:
+        self._write(text.rstrip() + "\n")
+
+    async def send_table(self, text: str, *, ephemeral: bool) -> None:
+        self._write(text.rstrip() + "\n")  # a terminal is monospace already
+
+    async def send_notice(self, text: str) -> None:
+        self._write(text + "\n")
+
+    async def attach_files(self, files: tuple[Attachment, ...], *, ephemeral: bool) -> None:
+        """A terminal cannot attach: name each file (the CLI's own commands write files)."""
+        for file in files:
+            size = len(file.data) if file.data is not None else file.size
+            self._write(f"[file: {file.filename}, {size:,} bytes]\n")
+
+    async def deliver_reply(self, admission: Admission) -> None:
         try:
-            reply = await outcome.admission.ticket.reply
+            reply = await admission.ticket.reply
             if self.interactive:
                 self._write("bot> ")
                 async for chunk in reply:

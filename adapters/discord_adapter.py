@@ -34,23 +34,25 @@ from adapters.discord_mapping import (
     room_for_channel_id,
 )
 from adapters.discord_reply import DISCORD_LIMIT, SAFE_MENTIONS, deliver_reply
+from adapters.presenting import present_outcome, present_result
 from adapters.recent_ids import RecentIds
 from adapters.rendering import defuse_mentions, split_message
 from engine.commands.core import CommandContext, CommandResult
-from engine.types import IncomingMessage, RoomRef
+from engine.scheduler import Admission
+from engine.types import Attachment, IncomingMessage, RoomRef
 from errors import CommandError, ConfigError, HearthError, InternalError
 
 if TYPE_CHECKING:
     from config import DiscordConfig
-    from engine.conversation import Conversation, Outcome
+    from engine.conversation import Conversation
 
 log = logging.getLogger(__name__)
 
 DEFER_AFTER_S = 2.0  # Discord drops an interaction not answered within 3 s; defer well before
 FILE_OUTPUT_CHARS = 4000  # longer command output goes as a file instead of a wall of messages
 OWN_MESSAGES_KEPT = 2000  # bot message ids remembered, to spot replies whose target is not resolved
+FILES_PER_MESSAGE = 10  # Discord's cap on attachments per message
 ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-MONOSPACE_OUTPUT = {("model", "list")}  # aligned tables: Discord's proportional font would scramble the columns
 
 
 def make_intents() -> discord.Intents:
@@ -107,12 +109,68 @@ class InteractionResponder:
             for piece in split_message(text, DISCORD_LIMIT):
                 await self._send_one(piece, ephemeral)
 
+    async def send_files(self, files: Sequence[discord.File], *, ephemeral: bool) -> None:
+        async with self._lock:
+            for start in range(0, len(files), FILES_PER_MESSAGE):
+                await self._send_one("", ephemeral, files=list(files[start : start + FILES_PER_MESSAGE]))
+
     async def _send_one(self, text: str, ephemeral: bool, **extra: Any) -> None:
         response = self.interaction.response
         if not response.is_done():
             await response.send_message(text, ephemeral=ephemeral, allowed_mentions=SAFE_MENTIONS, **extra)
         else:
             await self.interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=SAFE_MENTIONS, **extra)
+
+
+class DiscordOutput:
+    """The presenter's ``Output`` on Discord: an interaction's answer, or the channel of a message.
+
+    Command output goes through the interaction's ``responder`` when there is one (a slash
+    command), else into ``channel``; notices answer ``reference``; replies stream into ``channel``.
+    """
+
+    def __init__(
+        self,
+        adapter: DiscordAdapter,
+        channel: Any,
+        room: RoomRef,
+        *,
+        reference: discord.Message | None = None,
+        responder: InteractionResponder | None = None,
+    ) -> None:
+        self.adapter = adapter
+        self.channel = channel
+        self.room = room
+        self.reference = reference
+        self.responder = responder
+
+    async def send_text(self, text: str, *, ephemeral: bool) -> None:
+        if self.responder is not None:
+            await self.responder.send(text, ephemeral=ephemeral)
+            return
+        for piece in split_message(defuse_mentions(text), DISCORD_LIMIT):
+            await self.channel.send(piece, allowed_mentions=SAFE_MENTIONS)
+
+    async def send_table(self, text: str, *, ephemeral: bool) -> None:
+        await self.send_text(f"```\n{text}\n```", ephemeral=ephemeral)  # proportional fonts scramble columns
+
+    async def send_notice(self, text: str) -> None:
+        if self.reference is not None:
+            await self.reference.reply(defuse_mentions(text), allowed_mentions=SAFE_MENTIONS)
+        else:
+            await self.send_text(text, ephemeral=True)
+
+    async def attach_files(self, files: tuple[Attachment, ...], *, ephemeral: bool) -> None:
+        uploads = [discord.File(io.BytesIO(f.data or b""), filename=f.filename) for f in files]
+        if self.responder is not None:
+            await self.responder.send_files(uploads, ephemeral=ephemeral)
+            return
+        for start in range(0, len(uploads), FILES_PER_MESSAGE):
+            await self.channel.send(files=uploads[start : start + FILES_PER_MESSAGE], allowed_mentions=SAFE_MENTIONS)
+
+    async def deliver_reply(self, admission: Admission) -> None:
+        if self.channel is not None:
+            await self.adapter.deliver(self.channel, admission, self.room, reference=self.reference)
 
 
 class DiscordAdapter:
@@ -280,25 +338,15 @@ class DiscordAdapter:
                 "could not handle a message in %s: %s", message.channel.id, exc, exc_info=getattr(exc, "original", None)
             )
             return
-        await self.respond(message, incoming.room, outcome)
-
-    async def respond(self, message: discord.Message, room: RoomRef, outcome: Outcome) -> None:
-        """Render the engine's decision: a streamed reply, a busy notice or command output."""
         try:
-            if outcome.kind == "reply" and outcome.admission is not None:
-                await self.deliver(message.channel, outcome.admission, room, reference=message)
-            elif outcome.kind in ("busy", "limited") and outcome.notice:
-                await message.reply(defuse_mentions(outcome.notice), allowed_mentions=SAFE_MENTIONS)
-            elif outcome.kind == "command" and outcome.command is not None:
-                for piece in split_message(defuse_mentions(outcome.command.text), DISCORD_LIMIT):
-                    await message.channel.send(piece, allowed_mentions=SAFE_MENTIONS)
+            await present_outcome(outcome, DiscordOutput(self, message.channel, incoming.room, reference=message))
         except discord.HTTPException as exc:
-            log.warning("could not answer in %s: %s", room.label, exc)
+            log.warning("could not answer in %s: %s", incoming.room.label, exc)
 
     async def deliver(
         self,
         channel: Any,
-        admission: Any,
+        admission: Admission,
         room: RoomRef,
         *,
         reference: discord.Message | None = None,
@@ -389,14 +437,7 @@ class DiscordAdapter:
         done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_S)
         if not done:
             await responder.defer()
-        result = await task
-        text = result.text
-        if result.ok and tuple(words[:2]) in MONOSPACE_OUTPUT:
-            text = f"```\n{text}\n```"
-        await responder.send(text, ephemeral=result.ephemeral)
-        admission = (result.data or {}).get("admission")
-        if admission is not None and channel is not None:
-            await self.deliver(channel, admission, room)
+        await present_result(await task, DiscordOutput(self, channel, room, responder=responder))
 
     async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         log.error("slash command failed: %s", error, exc_info=error)

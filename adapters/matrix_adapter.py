@@ -53,11 +53,13 @@ from adapters.matrix_mapping import (
     thread_root,
 )
 from adapters.matrix_render import preformatted_content, text_content, with_relation
-from adapters.matrix_reply import deliver_reply, send_event
+from adapters.matrix_reply import deliver_reply, file_content, send_event
 from adapters.matrix_session import SessionState, keep_keys, log_in, make_client
+from adapters.presenting import present
 from adapters.recent_ids import RecentIds
 from engine.commands.core import CommandContext, CommandResult
 from engine.commands.lore_commands import MAX_IMPORT_BYTES
+from engine.scheduler import Admission
 from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from errors import ConfigError, HearthError, InternalError
 
@@ -72,9 +74,52 @@ SYNC_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 60.0  # a wrong homeserver URL fails start-up with one line instead of hanging
 OWN_EVENTS_KEPT = 2000
 LATE_JOIN_GRACE_MS = 60_000  # history older than this before our join is context, not a question
-MONOSPACE_OUTPUT = ("model list",)
 CANT_READ = "I can only read text and text files, so I can't read that, sorry."
 Callback = Callable[..., Coroutine[Any, Any, None]]
+
+
+def command_line(text: str, prefix: str) -> str | None:
+    """The command after ``prefix`` (``!hearth model list`` → ``model list``; bare: help), else None.
+
+    Case-insensitive; a prefix ending in a letter must be followed by a space, so ``!hearthy`` is chat.
+    """
+    text = text.strip()
+    if not prefix or not text.lower().startswith(prefix.lower()):
+        return None
+    rest = text[len(prefix) :]
+    if rest and not rest[0].isspace() and prefix[-1].isalnum():
+        return None
+    return rest.strip() or "help"
+
+
+class MatrixOutput:
+    """The presenter's ``Output`` in a Matrix room: notices, files and replies answer ``event``.
+
+    Matrix has no ephemeral messages, so private output is shown to the room like the rest.
+    """
+
+    def __init__(self, adapter: MatrixAdapter, room: MatrixRoom, event: Any, ref: RoomRef) -> None:
+        self.adapter = adapter
+        self.room = room
+        self.event = event
+        self.ref = ref
+
+    async def send_text(self, text: str, *, ephemeral: bool) -> None:
+        await self.adapter._notice(self.room, self.event, text)
+
+    async def send_table(self, text: str, *, ephemeral: bool) -> None:
+        await self.adapter._notice(self.room, self.event, text, preformatted=True)
+
+    async def send_notice(self, text: str) -> None:
+        await self.adapter._notice(self.room, self.event, text)
+
+    async def attach_files(self, files: tuple[Attachment, ...], *, ephemeral: bool) -> None:
+        for file in files:
+            content = await file_content(self.adapter.client, self.room.room_id, file)
+            await self.adapter._send_answer(self.room, self.event, content)
+
+    async def deliver_reply(self, admission: Admission) -> None:
+        await self.adapter.deliver(self.room.room_id, admission, self.ref, reply_to=self.event.event_id)
 
 
 class MatrixAdapter:
@@ -334,7 +379,7 @@ class MatrixAdapter:
         if await self.conversation.already_stored(ref, event.event_id):
             return  # a replayed event: answered before the restart
         incoming = await self._incoming(room, event, text, attachments)
-        command = self.conversation.command_text(incoming)
+        command = command_line(incoming.text, self.config.command_prefix)
         if not self._should_answer(room, event):
             if command is None:
                 await self.conversation.remember(replace(incoming, addressed=False))
@@ -343,18 +388,15 @@ class MatrixAdapter:
             self._spawn(self._run_command(room, event, incoming, command))  # a model load must not stall the sync
             return
         outcome = await self.conversation.handle(incoming)
-        self._spawn(self._respond(room, event, incoming.room, outcome))
+        self._spawn(self._present(MatrixOutput(self, room, event, incoming.room), outcome))
 
-    async def _respond(self, room: MatrixRoom, event: Any, ref: RoomRef, outcome: Outcome) -> None:
+    async def _present(self, output: MatrixOutput, answer: CommandResult | Outcome) -> None:
         try:
-            if outcome.kind == "reply" and outcome.admission is not None:
-                await self.deliver(room.room_id, outcome.admission, ref, reply_to=event.event_id)
-            elif outcome.kind in ("busy", "limited") and outcome.notice:
-                await self._notice(room, event, outcome.notice)
+            await present(answer, output)
         except HearthError as exc:
-            log.warning("matrix: could not answer in %s: %s", ref.label, exc)
+            log.warning("matrix: could not answer in %s: %s", output.ref.label, exc)
 
-    async def deliver(self, room_id: str, admission: Any, ref: RoomRef, *, reply_to: str | None) -> None:
+    async def deliver(self, room_id: str, admission: Admission, ref: RoomRef, *, reply_to: str | None) -> None:
         """Stream an admitted turn into the room, as a reply (in its thread, if any)."""
         await deliver_reply(
             self.client,
@@ -372,6 +414,10 @@ class MatrixAdapter:
 
     async def _notice(self, room: MatrixRoom, event: Any, text: str, *, preformatted: bool = False) -> None:
         content = preformatted_content(text) if preformatted else text_content(text, "m.notice")
+        await self._send_answer(room, event, content)
+
+    async def _send_answer(self, room: MatrixRoom, event: Any, content: dict[str, Any]) -> None:
+        """Send ``content`` as an answer to ``event``, in its thread if it has one."""
         with_relation(content, reply_to=event.event_id, thread=thread_root(event.source.get("content", {})))
         self._own.add(await send_event(self.client, room.room_id, content))
 
@@ -387,17 +433,8 @@ class MatrixAdapter:
         ctx = CommandContext(
             incoming.room, incoming.author, incoming.attachments, progress=progress, fetch_files=replied_file
         )
-        result: CommandResult = await self.conversation.run_command(line, ctx)
-        if (result.data or {}).get("silent"):
-            return  # rate limited, and told so once already: stay silent
-        try:
-            preformatted = result.ok and any(line.lower().startswith(name) for name in MONOSPACE_OUTPUT)
-            await self._notice(room, event, result.text.strip() or "(done)", preformatted=preformatted)
-            admission = (result.data or {}).get("admission")
-            if admission is not None:
-                await self.deliver(room.room_id, admission, incoming.room, reply_to=event.event_id)
-        except HearthError as exc:
-            log.warning("matrix: could not answer a command in %s: %s", incoming.room.label, exc)
+        result = await self.conversation.run_command(line, ctx)
+        await self._present(MatrixOutput(self, room, event, incoming.room), result)
 
     async def _replied_file(self, room: MatrixRoom, event: Any) -> tuple[Attachment, ...]:
         """A command can't carry a file, so a command replying to a file event takes that file."""

@@ -9,16 +9,18 @@ Typing notifications run while the model writes.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from nio import AsyncClient, RoomSendResponse
+from nio import AsyncClient, RoomSendResponse, UploadResponse
 
 from adapters.matrix_render import edit_content, text_content, with_relation
-from adapters.rendering import EditThrottle, present_reply
+from adapters.rendering import EditThrottle, defuse_mentions, present_reply
 from engine.reply import ReplyStream
+from engine.types import Attachment
 from errors import InternalError
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,30 @@ async def send_event(client: AsyncClient, room_id: str, content: dict[str, Any])
     if not isinstance(response, RoomSendResponse):
         raise MatrixSendError(f"the homeserver refused a message: {getattr(response, 'message', response)}")
     return response.event_id
+
+
+async def file_content(client: AsyncClient, room_id: str, file: Attachment) -> dict[str, Any]:
+    """Upload ``file`` (encrypted when the room is) and return the ``m.file`` content that shows it."""
+    data = file.data or b""
+    mimetype = file.content_type or "application/octet-stream"
+    room = client.rooms.get(room_id)
+    encrypt = bool(room is not None and room.encrypted)
+    response, keys = await client.upload(io.BytesIO(data), mimetype, file.filename, encrypt=encrypt, filesize=len(data))
+    if not isinstance(response, UploadResponse):
+        raise MatrixSendError(f"the homeserver refused a file: {getattr(response, 'message', response)}")
+    name = defuse_mentions(file.filename)
+    content: dict[str, Any] = {
+        "msgtype": "m.file",
+        "body": name,
+        "filename": name,
+        "info": {"mimetype": mimetype, "size": len(data)},
+        "m.mentions": {},
+    }
+    if encrypt:
+        content["file"] = {"url": response.content_uri, **(keys or {})}
+    else:
+        content["url"] = response.content_uri
+    return content
 
 
 class ReplyEvent:
@@ -118,4 +144,4 @@ async def deliver_reply(
     return event
 
 
-__all__ = ["MatrixSendError", "ReplyEvent", "deliver_reply", "send_event"]
+__all__ = ["MatrixSendError", "ReplyEvent", "deliver_reply", "file_content", "send_event"]

@@ -1,9 +1,10 @@
-"""The engine's one entry point: an IncomingMessage in, an Outcome out.
+"""The engine's two entry points: ``handle`` for chat, ``run_command`` for commands.
 
-Handlers run in a fixed order, first match wins (like python-telegram-bot's groups):
-commands first, then the trigger policy, then the rate limits, then the chat reply.
-Every message that reaches the engine is stored, even when it gets no reply, is rate
-limited, or the queue is full.
+Each adapter recognises its own command syntax (``/`` on the console, ``!hearth`` on
+Matrix, slash commands on Discord) and sends command lines to ``run_command``; every
+other message goes to ``handle``, where handlers run in a fixed order: the trigger
+policy, then the rate limits, then the chat reply. Every chat message that reaches the
+engine is stored, even when it gets no reply, is rate limited, or the queue is full.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ class Outcome:
     is set the first time in a limited period and None afterwards, when the bot stays silent.
     """
 
-    kind: Literal["ignored", "command", "reply", "joined", "busy", "limited"]
-    command: CommandResult | None = None
+    kind: Literal["ignored", "reply", "joined", "busy", "limited"]
     admission: Admission | None = None
     notice: str | None = None
     retry_after: float | None = None
@@ -111,8 +111,6 @@ class Conversation:
         from engine.commands.builtin import register_builtin_commands
 
         register_builtin_commands(self)
-        self.host.pause_generation = self._pause_generation
-        self.host.cancel_generation = self.scheduler.cancel_running
         await self.scheduler.start()
 
     async def close(self) -> None:
@@ -120,8 +118,7 @@ class Conversation:
         self.scheduler.cancel_running()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(10):
-                while self.scheduler.running_room is not None:
-                    await asyncio.sleep(0.02)
+                await self.scheduler.wait_running_turn()
         await self.scheduler.close()
 
     # -- rooms ---------------------------------------------------------------------------
@@ -148,24 +145,8 @@ class Conversation:
 
     # -- the entry point -----------------------------------------------------------------
 
-    def command_text(self, msg: IncomingMessage) -> str | None:
-        """The command line inside ``msg`` if it starts with its platform's prefix."""
-        prefix = self.settings.command_prefixes.get(msg.room.platform)
-        text = msg.text.strip()
-        if prefix and text.lower().startswith(prefix.lower()):
-            rest = text[len(prefix) :]
-            if not rest or rest[0].isspace() or not prefix[-1].isalnum():
-                return rest.strip() or "help"
-        return None
-
     async def handle(self, msg: IncomingMessage) -> Outcome:
-        command = self.command_text(msg)
-        if command is not None:
-            limited = self.limits.user_message(msg.author, msg.room.platform, self.clock())
-            if limited is not None:
-                return _limited(limited)  # commands count too, and a refused one is not run
-            ctx = CommandContext(msg.room, msg.author, msg.attachments)
-            return Outcome("command", command=await self.commands.process(command, ctx))
+        """A chat message: store it, then decide whether it gets a reply. Never a command."""
         await self.remember(msg)
         if not await self.is_triggered(msg):
             return Outcome("ignored")  # asks the bot for no work, so it takes no token
@@ -225,16 +206,16 @@ class Conversation:
         return await self.store.delete_message(room.conversation_id, message_id) is not None
 
     async def run_command(self, text: str, ctx: CommandContext) -> CommandResult:
-        """Slash commands and other non-message entry points use this.
+        """The one entry for commands: the line after the adapter's own prefix (or slash command).
 
-        A rate-limited command is not run. Its result is ephemeral (Discord must answer every
-        interaction, and only the caller sees it); ``data["silent"]`` says the caller was
-        already told in this period, so a platform without ephemeral output should send nothing.
+        Commands take a rate-limit token like chat does. A rate-limited command is not run.
+        Its result is ephemeral (Discord must answer every interaction, and only the caller
+        sees it); ``silent`` says the caller was already told in this period, so a platform
+        without ephemeral output sends nothing.
         """
         limited = self.limits.user_message(ctx.author, ctx.room.platform, self.clock())
         if limited is not None:
-            data = {"limited": True, "silent": limited.notice is None, "retry_after": limited.retry_after}
-            return CommandResult(limited.message, ok=False, ephemeral=True, data=data)
+            return CommandResult(limited.message, ok=False, ephemeral=True, silent=limited.notice is None)
         return await self.commands.process(text, ctx)
 
     def _would_join(self, room_key: str) -> bool:
@@ -265,7 +246,7 @@ class Conversation:
     # -- replies -------------------------------------------------------------------------
 
     async def reply_now(self, msg: IncomingMessage) -> ReplyStream:
-        """Store ``msg`` and wait for its reply stream (console and tests)."""
+        """Store ``msg`` and wait for its reply stream (tests and benchmarks; adapters present the Outcome)."""
         outcome = await self.handle(msg)
         if outcome.kind == "limited":
             raise CooldownError(outcome.retry_after or 0.0, outcome.notice)
@@ -420,13 +401,6 @@ class Conversation:
         except asyncio.CancelledError:
             stream.cancel()
             raise
-
-    async def _pause_generation(self):
-        """Hold new turns and wait for the running one; returns the function that resumes."""
-        self.scheduler.paused.clear()
-        while self.scheduler.running_room is not None:
-            await asyncio.sleep(0.05)
-        return self.scheduler.paused.set
 
 
 def _limited(limited: Limited) -> Outcome:

@@ -45,3 +45,18 @@ def test_run_without_adapters_is_one_clear_line(config_file):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "no adapter is enabled" in result.stderr
+
+
+def test_regenerate_on_the_console_shows_the_new_reply(config_file, smol_path):
+    """``/regenerate`` prints its notice, then the new reply itself (it used to print only the notice)."""
+    config = str(config_file())
+    result = run_bot("chat", "--config", config, "--room", "regen", stdin="Name a fruit.\n/regenerate\n/model list\n")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    first, marker, rest = result.stdout.partition("regenerating…\n")
+    assert first.strip() and marker, result.stdout
+    second, _, table = rest.partition("   name ")
+    assert second.strip() and not second.startswith(("error", "⚠️")), "the new reply must follow the notice"
+    assert "smollm2-135m-instruct" in table, "the table after it keeps its aligned header"
+    stored = run_bot("memory", "export", "--config", config, "--room", "regen")
+    assert second.strip()[:40] in stored.stdout, "the shown reply is the stored one"

@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from engine.scheduler import Admission
 from engine.types import Attachment, Author, RoomRef
 from errors import CheckFailure, CommandError, HearthError, UserError
 
@@ -51,12 +52,22 @@ class CommandContext:
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What a command produced. ``ephemeral`` output is shown only to the caller where possible."""
+    """What a command produced; every adapter presents it the same way (``adapters/presenting``).
+
+    ``ephemeral`` output is shown only to the caller where possible. ``table`` is aligned
+    monospace output (proportional fonts would scramble its columns). ``reply`` is a reply
+    the command started (``regenerate``): the adapter streams it after the text. ``files``
+    go with the answer as attachments. ``silent`` says show nothing at all: a rate-limited
+    caller who was already told so in this period.
+    """
 
     text: str
     ok: bool = True
     ephemeral: bool = False
-    data: dict | None = None
+    table: bool = False
+    reply: Admission | None = None
+    files: tuple[Attachment, ...] = ()
+    silent: bool = False
 
 
 Check = Callable[[CommandContext], bool]

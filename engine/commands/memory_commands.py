@@ -46,7 +46,7 @@ def commands(conv: Conversation) -> list[Command]:
     async def export(ctx: CommandContext, args: list[str]) -> CommandResult:
         room = await conv.room(ctx.room)
         data = await conv.store.export(room.conversation_id)
-        return CommandResult(json.dumps(data, indent=2, ensure_ascii=False), ephemeral=True, data=data)
+        return CommandResult(json.dumps(data, indent=2, ensure_ascii=False), ephemeral=True)
 
     async def summarize(ctx: CommandContext, args: list[str]) -> str:
         room = await conv.room(ctx.room)

@@ -53,13 +53,14 @@ def model_table(registry: ModelRegistry, active: str | None) -> str:
 
 def model_details(registry: ModelRegistry, entry: ModelEntry) -> str:
     info = registry.info(entry)
-    spec = registry.spec_for(entry)
+    options = registry.spec_for(entry).options
+    template = "from GGUF" if info.has_chat_template else f"none; using {options.chat_format or 'chatml'}"
     lines = [
         f"name: {entry.name}",
         f"file: {entry.path} ({_mb(info.file_size)})",
         f"architecture: {info.architecture}, {_params(info.parameter_count)} parameters, {info.file_type}",
-        f"context: trained {info.context_length or '?'}, configured n_ctx {spec.n_ctx}",
-        f"chat template: {'from GGUF' if info.has_chat_template else 'none; using ' + (spec.chat_format or 'chatml')}",
+        f"context: trained {info.context_length or '?'}, configured n_ctx {options.n_ctx}",
+        f"chat template: {template}",
         f"license: {info.license or 'unknown'}",
         f"estimated RAM: {_mb(registry.estimate_bytes(entry))}",
     ]
@@ -69,8 +70,8 @@ def model_details(registry: ModelRegistry, entry: ModelEntry) -> str:
 def commands(conv: Conversation) -> list[Command]:
     host = conv.host
 
-    async def list_models(ctx: CommandContext, args: list[str]) -> str:
-        return model_table(host.registry, host.entry.name if host.entry else None)
+    async def list_models(ctx: CommandContext, args: list[str]) -> CommandResult:
+        return CommandResult(model_table(host.registry, host.entry.name if host.entry else None), table=True)
 
     async def info(ctx: CommandContext, args: list[str]) -> str:
         if args:

@@ -79,7 +79,7 @@ def commands(conv: Conversation) -> list[Command]:
         await conv.store.delete_message_by_id(room.conversation_id, recent[-1].id)
         admission = conv.scheduler.request(ctx.room.label)
         admission.ticket.requested_by.add(ctx.author.id)
-        return CommandResult("regenerating…", data={"admission": admission})
+        return CommandResult("regenerating…", reply=admission)
 
     setting_keys = "trigger|" + "|".join(SAMPLING_KEYS)
     return [

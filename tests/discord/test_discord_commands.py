@@ -16,6 +16,10 @@ import pytest
 from adapters.discord_adapter import InteractionResponder
 from adapters.discord_commands import find_command, model_choices, persona_choices, setting_choices, value_choices
 from adapters.discord_mapping import room_for
+from engine.commands.core import Command, CommandContext, CommandResult
+from engine.limits import RateLimiter
+from engine.settings import LimitSettings
+from engine.types import Attachment
 from personas.files import slugify
 from tests.discord.conftest import FakeInteraction, Harness, MakeHarness
 
@@ -287,3 +291,33 @@ async def test_commands_sync_to_the_dev_guild_or_globally(make_bare_harness: Mak
     everywhere.adapter.tree.sync = fake_sync
     await everywhere.adapter.sync_commands()
     assert calls[-1] is None
+
+
+async def test_command_files_are_attached_to_the_answer(harness: Harness, interaction_for):
+    """A ``CommandResult``'s files go through the shared presenter and arrive as ``discord.File``s."""
+    card = Attachment("quill.json", "application/json", data=b'{"spec": "chara_card_v2"}')
+
+    async def export(ctx: CommandContext, args: list[str]) -> CommandResult:
+        return CommandResult("here is the card", files=(card,))
+
+    harness.adapter.conversation.commands.add(Command(("card", "demo"), export, "a test command with a file"))
+    interaction = interaction_for(harness.member(0), harness.channel())
+    await harness.adapter.run_slash(interaction, ["card", "demo"])
+    text, attached = interaction.sent
+    assert text.content == "here is the card" and not text.ephemeral
+    (file,) = attached.files
+    assert isinstance(file, discord.File) and file.filename == "quill.json"
+    assert file.fp.read() == card.data
+
+
+async def test_a_rate_limited_mention_gets_one_notice_through_the_presenter(harness: Harness, interaction_for):
+    """The chat path's notice (an ``Outcome``) is presented as a reply to the message that was refused."""
+    conversation = harness.adapter.conversation
+    conversation.limits = RateLimiter(LimitSettings(user_messages_per_minute=1, user_burst=1))
+    await slash(harness, interaction_for, harness.member(0), "help")  # the one token
+    await harness.say(f"<@{harness.bot.id}> are you there?")
+    (notice,) = harness.bot_messages(harness.channel())
+    assert notice["content"].startswith("slow down: you can write again in ")
+    assert harness.wire.sends[-1].get("message_reference"), "the notice answers the refused message"
+    await harness.say(f"<@{harness.bot.id}> hello??")
+    assert len(harness.bot_messages(harness.channel())) == 1, "then silence"
