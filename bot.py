@@ -21,7 +21,7 @@ from typing import Any
 from config import ConfigErrors, HearthConfig, load_config
 from engine.catalog import pull
 from engine.commands.model_commands import model_details, model_table
-from engine.commands.persona_commands import persona_tagline
+from engine.commands.persona_commands import persona_line
 from engine.conversation import Conversation
 from engine.model_host import ModelHost
 from engine.registry import ModelRegistry
@@ -29,7 +29,7 @@ from engine.types import RoomRef
 from errors import HearthError, UserError
 from log_redaction import SecretRedactor, config_secrets
 from memory import ConversationKey, MemoryStore
-from personas import PersonaLibrary
+from personas import PersonaLibrary, export_card_png
 
 log = logging.getLogger("hearth")
 
@@ -53,7 +53,9 @@ class App:
         store = MemoryStore(config.database.url)
         personas = PersonaLibrary([config.personas.dir])
         host = ModelHost(ModelRegistry(settings.model))
-        return cls(config, store, personas, host, Conversation(settings, store, personas, host))
+        conversation = Conversation(settings, store, personas, host)
+        host.use_pauser(conversation.scheduler)  # a model swap holds turns and waits for the running one
+        return cls(config, store, personas, host, conversation)
 
     async def start(self, model: str | None = None) -> None:
         await self.store.start()
@@ -219,7 +221,7 @@ async def cmd_personas(args: argparse.Namespace, config: HearthConfig) -> int:
     library = PersonaLibrary([config.personas.dir])
     if args.personas_command == "list":
         for name in library.names():
-            print(f"{name}: {persona_tagline(library.get(name))}")
+            print(persona_line(name, library.get(name)))
         for error in library.errors:
             print(f"! {error}")
     elif args.personas_command == "show":
@@ -228,6 +230,13 @@ async def cmd_personas(args: argparse.Namespace, config: HearthConfig) -> int:
     elif args.personas_command == "import":
         persona = library.import_file(Path(args.file), config.personas.dir)
         print(f"imported {persona.name} into {config.personas.dir}")
+    elif args.personas_command == "export":
+        persona = library.get(args.name)
+        if args.png:
+            path = export_card_png(persona, library.card_lorebook(persona), args.png)
+            print(f"wrote {persona.name}'s card to {path}")
+        else:
+            sys.stdout.write(library.export_card(persona, png=False).decode("utf-8"))
     return 0
 
 
@@ -281,11 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     leaf(models_sub, "info", help="details of one model").add_argument("name")
     leaf(models_sub, "pull", help="fetch a catalog model, e.g. 'default'").add_argument("name")
 
-    personas = leaf(sub, "personas", help="list, show or import personas")
+    personas = leaf(sub, "personas", help="list, show, import or export personas")
     personas_sub = personas.add_subparsers(dest="personas_command", required=True)
     leaf(personas_sub, "list")
     leaf(personas_sub, "show").add_argument("name")
-    leaf(personas_sub, "import", help="a persona YAML, or a character card (PNG or JSON)").add_argument("file")
+    leaf(personas_sub, "import", help="a persona YAML, or a character card (PNG, JSON or CHARX)").add_argument("file")
+    export = leaf(personas_sub, "export", help="a persona as a character card: V2 JSON on stdout, or --png FILE")
+    export.add_argument("name")
+    export.add_argument("--png", metavar="FILE", help="write a PNG card (V2 'chara' and V3 'ccv3' chunks) to FILE")
 
     memory = leaf(sub, "memory", help="inspect a room's stored memory")
     memory_sub = memory.add_subparsers(dest="memory_command", required=True)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".json", ".yaml", ".yml", ".csv", ".log")
-CARD_SUFFIXES = (".png", ".json", ".yaml", ".yml")
+CARD_SUFFIXES = (".png", ".json", ".charx", ".yaml", ".yml")
 MAX_TEXT_ATTACHMENT_BYTES = 64 * 1024  # a file read into the prompt; larger files would crowd out the history
 MAX_CARD_BYTES = 20 * 1024 * 1024
 _USER_MENTION = re.compile(r"<@!?(\d+)>")

@@ -13,26 +13,19 @@ from personas.cards import (
     card_png_bytes,
     export_card_json,
     export_card_png,
+    export_card_v3,
     parse_card_bytes,
     parse_card_json,
     parse_card_png,
     read_card,
 )
+from personas.files import slugify
 from personas.library import BUILTIN_DIR, PersonaLibrary
 from personas.loader import load_lorebook_file, load_persona_file, lorebook_to_json, persona_to_yaml
-from personas.lore import (
-    ActivatedEntry,
-    Lorebook,
-    LoreEntry,
-    activate,
-    import_world_info,
-    lore_from_character_book,
-    lore_to_character_book,
-    parse_lorebook,
-    split_by_position,
-)
+from personas.lore import ActivatedEntry, Lorebook, LoreEntry, activate, split_by_position
 from personas.macros import KNOWN_MACROS, check_macros, render_macros
 from personas.model import DEFAULT_SYSTEM_PROMPT, Persona, SamplingOverride
+from personas.st_lore import import_world_info, lore_from_character_book, lore_to_character_book, parse_lorebook
 
 __all__ = [
     "BUILTIN_DIR",
@@ -52,6 +45,7 @@ __all__ = [
     "check_macros",
     "export_card_json",
     "export_card_png",
+    "export_card_v3",
     "import_world_info",
     "load_lorebook_file",
     "load_persona_file",
@@ -65,5 +59,6 @@ __all__ = [
     "persona_to_yaml",
     "read_card",
     "render_macros",
+    "slugify",
     "split_by_position",
 ]

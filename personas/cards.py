@@ -1,9 +1,12 @@
 """Character Card import and export (V1, V2 ``chara_card_v2``, V3 ``chara_card_v3``).
 
-Cards come as JSON or as PNG images carrying base64 JSON in a ``chara`` (V1/V2) or
-``ccv3`` (V3, preferred) text chunk. Export writes V2, which SillyTavern and most tools
-read, with the V1 keys mirrored at the top level. hearth-only settings (sampling, wake
-words, preferred model) travel in ``extensions.hearth`` so a hearth card round-trips unchanged.
+Cards come as JSON, as PNG images carrying base64 JSON in a ``chara`` (V1/V2) or
+``ccv3`` (V3, preferred) text chunk, or as CHARX zips (``personas.charx``). Export writes
+V2, which SillyTavern and most tools read, with the V1 keys mirrored at the top level; a
+PNG also gets the same card as V3 in a ``ccv3`` chunk, as SillyTavern writes it. V3-only
+fields (``nickname``, ``assets``, ``source``, dates) ride along in ``data`` both times.
+hearth-only settings (sampling, wake words, preferred model) travel in
+``extensions.hearth`` so a hearth card round-trips unchanged.
 
 Limits: a card file may be at most 20 MB and its JSON at most 2 MB; bigger inputs are
 refused before they are decoded.
@@ -25,10 +28,13 @@ from PIL import Image
 from pydantic import ValidationError
 
 from errors import PersonaError
+from personas.charx import ZIP_SIGNATURE, parse_charx
 from personas.files import write_all
-from personas.lore import Lorebook, lore_from_character_book, lore_to_character_book
+from personas.images import as_png
+from personas.lore import Lorebook
 from personas.model import DEFAULT_SYSTEM_PROMPT, Persona
 from personas.png import PNG_SIGNATURE, add_text, read_chunks, strip_text, text_chunks, write_png
+from personas.st_lore import lore_from_character_book, lore_to_character_book
 
 MAX_CARD_FILE_BYTES = 20 * 1024 * 1024
 MAX_CARD_JSON_BYTES = 2 * 1024 * 1024
@@ -45,9 +51,20 @@ _TEXT_FIELDS = {  # card key -> persona field
     "creator_notes": "creator_notes",
     "creator": "creator",
     "character_version": "character_version",
+    "nickname": "nickname",
 }
-_LIST_FIELDS = {"alternate_greetings": "alternate_greetings", "tags": "tags"}
-_CARD_NAME = {**{v: k for k, v in _TEXT_FIELDS.items()}, "example_dialogues": "mes_example"}
+_LIST_FIELDS = {
+    "alternate_greetings": "alternate_greetings",
+    "tags": "tags",
+    "assets": "assets",
+    "source": "card_source",
+}
+_DATE_FIELDS = ("creation_date", "modification_date")
+_CARD_NAME = {
+    **{v: k for k, v in _TEXT_FIELDS.items()},
+    **{v: k for k, v in _LIST_FIELDS.items()},
+    "example_dialogues": "mes_example",
+}
 _LEGACY_MACROS = re.compile(r"<(USER|BOT|CHAR)>", re.IGNORECASE)
 _START = re.compile(r"<START>", re.IGNORECASE)
 
@@ -65,7 +82,7 @@ class Card:
 
 
 def read_card(path: Path | str) -> Card:
-    """A card from a ``.json`` or ``.png`` file (detected by content)."""
+    """A card from a ``.json``, ``.png`` or ``.charx`` file (detected by content)."""
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -78,9 +95,11 @@ def read_card(path: Path | str) -> Card:
 
 
 def parse_card_bytes(raw: bytes, where: str = "card") -> Card:
-    """A card from file bytes: PNG when it has the PNG signature, else JSON."""
+    """A card from file bytes: PNG or CHARX (zip) by their signatures, else JSON."""
     if raw.startswith(PNG_SIGNATURE):
         return parse_card_png(raw, where)
+    if raw.startswith(ZIP_SIGNATURE):
+        return parse_charx(raw, where, parse_card_json)
     if len(raw) > MAX_CARD_JSON_BYTES:
         raise PersonaError(f"{where}: card JSON is too large ({len(raw) / 2**20:.1f} MB; limit 2 MB)")
     return parse_card_json(_load_json(raw, where), where)
@@ -151,6 +170,19 @@ def _legacy(value: Any) -> Any:
     return value
 
 
+def _unix_seconds(value: Any) -> int | None:
+    """V3 dates are unix seconds; tools also write floats, digit strings or milliseconds.
+
+    A date is metadata, never worth refusing a card over, so anything else is dropped.
+    """
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    seconds = int(value)
+    return seconds // 1000 if seconds > 100_000_000_000 else seconds  # milliseconds
+
+
 def split_examples(mes_example: str) -> list[str]:
     """``mes_example`` text split on ``<START>`` into separate dialogues, blanks dropped."""
     parts = (part.strip() for part in _START.split(mes_example.replace("\r\n", "\n")))
@@ -166,6 +198,8 @@ def _persona_from_fields(fields: dict[str, Any], where: str) -> Persona:
     for card_key, field in _LIST_FIELDS.items():
         if fields.get(card_key) is not None:
             data[field] = _legacy(fields[card_key])
+    for key in _DATE_FIELDS:
+        data[key] = _unix_seconds(fields.get(key))
     mes_example = fields.get("mes_example")
     if isinstance(mes_example, str):
         data["example_dialogues"] = split_examples(_legacy(mes_example))
@@ -228,21 +262,48 @@ def export_card_json(persona: Persona, lorebook: Lorebook | None = None) -> dict
         "character_version": persona.character_version,
         "extensions": extensions,
     }
+    data.update(_v3_fields(persona))
     if lorebook is not None:
         data["character_book"] = lore_to_character_book(lorebook)
     v1 = {key: data[key] for key in ("name", "description", "personality", "scenario", "first_mes", "mes_example")}
     return {**v1, "spec": "chara_card_v2", "spec_version": "2.0", "data": data}
 
 
-def card_png_bytes(persona: Persona, lorebook: Lorebook | None = None, avatar_png: bytes | None = None) -> bytes:
-    """PNG bytes: the avatar image (or a placeholder) with a ``chara`` chunk holding the V2 card."""
-    encoded = json.dumps(export_card_json(persona, lorebook), ensure_ascii=False).encode("utf-8")
+def _v3_fields(persona: Persona) -> dict[str, Any]:
+    """The V3 fields a persona carries, only those set (V2 readers ignore them)."""
+    fields: dict[str, Any] = {}
+    if persona.nickname:
+        fields["nickname"] = persona.nickname
+    if persona.assets:
+        fields["assets"] = [asset.model_dump(mode="json") for asset in persona.assets]
+    if persona.card_source:
+        fields["source"] = list(persona.card_source)
+    for key in _DATE_FIELDS:
+        if getattr(persona, key) is not None:
+            fields[key] = getattr(persona, key)
+    return fields
+
+
+def export_card_v3(persona: Persona, lorebook: Lorebook | None = None) -> dict[str, Any]:
+    """The V3 card (``chara_card_v3``): SillyTavern writes its V2 card with the spec changed."""
+    return {**export_card_json(persona, lorebook), "spec": "chara_card_v3", "spec_version": "3.0"}
+
+
+def _chunk_payload(card: dict[str, Any], name: str) -> str:
+    encoded = json.dumps(card, ensure_ascii=False).encode("utf-8")
     if len(encoded) > MAX_CARD_JSON_BYTES:
-        raise PersonaError(f"{persona.name}: card JSON is too large to export ({len(encoded)} bytes; limit 2 MB)")
+        raise PersonaError(f"{name}: card JSON is too large to export ({len(encoded)} bytes; limit 2 MB)")
+    return base64.b64encode(encoded).decode("ascii")
+
+
+def card_png_bytes(persona: Persona, lorebook: Lorebook | None = None, avatar_png: bytes | None = None) -> bytes:
+    """PNG bytes: the avatar image (or a placeholder) with a ``chara`` chunk holding the V2 card
+    and a ``ccv3`` chunk holding the same card as V3, both before IEND, as SillyTavern writes them."""
+    v2 = _chunk_payload(export_card_json(persona, lorebook), persona.name)
+    v3 = _chunk_payload(export_card_v3(persona, lorebook), persona.name)
     image = avatar_png if avatar_png is not None else _avatar_image(persona)
-    chunks = read_chunks(_as_png(image, persona.name), f"{persona.name}: avatar")
-    payload = base64.b64encode(encoded).decode("ascii")
-    return write_png(add_text(strip_text(chunks), "chara", payload))
+    chunks = read_chunks(as_png(image, persona.name), f"{persona.name}: avatar")
+    return write_png(add_text(add_text(strip_text(chunks), "chara", v2), "ccv3", v3))
 
 
 def export_card_png(
@@ -262,19 +323,6 @@ def _avatar_image(persona: Persona) -> bytes:
         return Path(persona.avatar).read_bytes()
     except OSError as exc:
         raise PersonaError(f"{persona.name}: avatar {persona.avatar}: cannot read: {exc.strerror or exc}") from None
-
-
-def _as_png(image: bytes, name: str) -> bytes:
-    """PNG bytes as they are; other formats (JPEG, WebP) converted once through Pillow."""
-    if image.startswith(PNG_SIGNATURE):
-        return image
-    try:
-        with Image.open(io.BytesIO(image)) as opened:
-            out = io.BytesIO()
-            opened.save(out, format="PNG")
-            return out.getvalue()
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise PersonaError(f"{name}: avatar is not a readable image ({exc})") from None
 
 
 def placeholder_png(name: str, size: tuple[int, int] = (256, 384)) -> bytes:

@@ -13,11 +13,12 @@ Layout of each folder::
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from errors import PersonaError
-from personas.cards import Card, read_card
+from personas.cards import Card, card_png_bytes, export_card_json, read_card
 from personas.files import slugify, write_all
 from personas.loader import (
     LOREBOOK_SUFFIXES,
@@ -32,7 +33,7 @@ from personas.lore import Lorebook
 from personas.model import Persona
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
-IMPORT_SUFFIXES = (*PERSONA_SUFFIXES, ".json", ".png")
+IMPORT_SUFFIXES = (*PERSONA_SUFFIXES, ".json", ".png", ".charx")
 
 
 class PersonaLibrary:
@@ -116,6 +117,25 @@ class PersonaLibrary:
         found = (_find_book(self._books, name) for name in persona.lorebooks)
         return [book for book in found if book is not None]
 
+    def card_lorebook(self, persona: Persona) -> Lorebook | None:
+        """The persona's lorebooks as the one ``character_book`` a card holds (None without any)."""
+        books = self.lorebooks_for(persona)
+        if len(books) <= 1:
+            return books[0] if books else None
+        return Lorebook(
+            name=persona.name,
+            scan_depth=max(book.scan_depth for book in books),
+            token_budget=max(book.token_budget for book in books),
+            entries=[entry for book in books for entry in book.entries],
+        )
+
+    def export_card(self, persona: Persona, *, png: bool) -> bytes:
+        """A persona as a card: V2 JSON text, or a PNG (its avatar or a placeholder) with V2 and V3 chunks."""
+        book = self.card_lorebook(persona)
+        if png:
+            return card_png_bytes(persona, book)
+        return (json.dumps(export_card_json(persona, book), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
     def save_lorebook(self, book: Lorebook, dest_dir: Path | str) -> Path:
         """Write ``book`` as hearth JSON to ``dest_dir/lorebooks/<name>.json`` and reload."""
         path = Path(dest_dir) / "lorebooks" / f"{slugify(book.name)}.json"
@@ -126,7 +146,7 @@ class PersonaLibrary:
     def import_file(
         self, path: Path | str, dest_dir: Path | str, *, replace: bool = True, host_files: bool = True
     ) -> Persona:
-        """Import a persona YAML, card JSON or card PNG into ``dest_dir``, all or nothing.
+        """Import a persona YAML or a card (JSON, PNG or CHARX) into ``dest_dir``, all or nothing.
 
         Writes ``<slug>.yaml``, plus ``lorebooks/<slug>.json`` for an embedded lorebook and
         ``avatars/<slug>.png`` for a PNG card's image (slug: the persona name, lowercased and
@@ -140,7 +160,7 @@ class PersonaLibrary:
         source, dest = Path(path), Path(dest_dir)
         suffix = source.suffix.lower()
         if suffix not in IMPORT_SUFFIXES:
-            raise PersonaError(f"{source}: cannot import '{suffix}' files (use .yaml, .json or .png)")
+            raise PersonaError(f"{source}: cannot import '{suffix}' files (use .yaml, .json, .png or .charx)")
         card = Card(load_persona_file(source)) if suffix in PERSONA_SUFFIXES else read_card(source)
         persona = card.persona
         slug = slugify(persona.name)

@@ -9,8 +9,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from errors import PersonaError
-from personas.lore import Lorebook, lorebook_format, parse_lorebook
+from personas.lore import Lorebook
 from personas.model import Persona
+from personas.st_lore import lorebook_format, parse_lorebook
 from personas.yamlio import dump_yaml, parse_yaml, read_text, validation_message
 
 PERSONA_SUFFIXES = (".yaml", ".yml")

@@ -50,6 +50,21 @@ class SamplingOverride(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class CardAsset(BaseModel):
+    """One V3 card asset (icon, background, emotion...): kept so an export gives it back.
+
+    ``uri`` is ``ccdefault:`` (the card's own image), ``embeded://path`` (a file in a CHARX,
+    the spec's spelling), or a URL; hearth never fetches it.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    uri: str
+    name: str = ""
+    ext: str = ""
+
+
 def _normalize_newlines(value: Any) -> Any:
     """Cards from Windows tools carry CRLF; one newline style keeps prompts and round trips stable."""
     if isinstance(value, str):
@@ -65,6 +80,7 @@ class Persona(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    nickname: str = ""  # V3: what {{char}} says in prompts, while ``name`` stays the display name
     description: str = ""
     personality: str = ""
     scenario: str = ""
@@ -83,7 +99,12 @@ class Persona(BaseModel):
     character_version: str = ""
     tags: list[str] = Field(default_factory=list)
     extensions: dict[str, Any] = Field(default_factory=dict)
-    source: str | None = Field(default=None, exclude=True)
+    # V3 card metadata, carried through import and export untouched.
+    assets: list[CardAsset] = Field(default_factory=list)
+    card_source: list[str] = Field(default_factory=list)  # the card's ``source`` (where it was published)
+    creation_date: int | None = None  # unix seconds
+    modification_date: int | None = None
+    source: str | None = Field(default=None, exclude=True)  # the file this persona was read from
 
     @field_validator("name")
     @classmethod
@@ -93,6 +114,14 @@ class Persona(BaseModel):
             raise ValueError("name must not be empty")
         if "\n" in value:
             raise ValueError("name must be one line")
+        return value
+
+    @field_validator("nickname")
+    @classmethod
+    def _nickname(cls, value: str) -> str:
+        value = value.strip()
+        if "\n" in value:
+            raise ValueError("nickname must be one line")
         return value
 
     @field_validator(*_TEXT_FIELDS, *_TEXT_LIST_FIELDS, mode="before")
@@ -147,6 +176,11 @@ class Persona(BaseModel):
     __hash__ = None  # type: ignore[assignment]  # mutable model
 
     @property
+    def char_name(self) -> str:
+        """What ``{{char}}`` becomes: the V3 nickname when the card has one, else the name."""
+        return self.nickname or self.name
+
+    @property
     def effective_wake_words(self) -> list[str]:
         """Words that summon the persona; its name when none are configured."""
         return list(self.wake_words) if self.wake_words else [self.name]
@@ -154,7 +188,7 @@ class Persona(BaseModel):
     def render(self, text: str, user: str) -> str:
         """Expand macros in any text meant for this persona (lore entries too)."""
         return render_macros(
-            text.replace("\r\n", "\n"), char=self.name, user=user, original=DEFAULT_SYSTEM_PROMPT
+            text.replace("\r\n", "\n"), char=self.char_name, user=user, original=DEFAULT_SYSTEM_PROMPT
         ).strip()
 
     def render_system(self, user: str, lore_before: str = "", lore_after: str = "") -> str:

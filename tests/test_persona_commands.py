@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 from engine.commands.core import CommandContext
 from engine.types import Attachment, Author, IncomingMessage, RoomRef
 from tests.conftest import run_bot
@@ -108,3 +111,96 @@ async def test_only_the_console_may_import_by_path(app, fixtures_dir):
     console = Author("console", "User", is_operator=True, on_host=True)
     local = await conv.run_command(f"persona import {path}", CommandContext(ROOM, console))
     assert local.ok and "seraphina" in conv.personas.names()
+
+
+def _chunks(png: bytes) -> dict[str, dict]:
+    from personas.png import read_chunks, text_chunks
+
+    texts = text_chunks(read_chunks(png, "card"), "card", 1 << 23)
+    return {key: json.loads(base64.b64decode(texts[key])) for key in ("chara", "ccv3") if key in texts}
+
+
+async def test_list_shows_display_names_with_macros_resolved(app):
+    conv = app.conversation
+    folder = conv.settings.user_persona_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "quillon-marsh.yaml").write_text(
+        "name: Quillon Marsh\ndescription: '{{char}} is a lighthouse keeper who waves at {{user}}.'\n"
+    )
+    conv.personas.reload()
+    listing = await conv.run_command("persona list", CommandContext(ROOM, USER))
+    assert "quillon-marsh (Quillon Marsh): Quillon Marsh is a lighthouse keeper who waves at Ann." in listing.text
+    assert "{{" not in listing.text
+    shown = await conv.run_command("persona show quillon-marsh", CommandContext(ROOM, USER))
+    assert "description: Quillon Marsh is a lighthouse keeper who waves at Ann." in shown.text
+
+
+async def test_show_lists_lorebook_entries(app, fixtures_dir):
+    conv = app.conversation
+    card = Attachment("Seraphina.png", "image/png", data=(fixtures_dir / "Seraphina.png").read_bytes())
+    assert (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (card,)))).ok
+    book = conv.personas.lorebooks_for(conv.personas.get("seraphina"))[0]
+    shown = await conv.run_command("persona show seraphina", CommandContext(ROOM, USER))
+    entry = book.entries[0]
+    first_words = " ".join(entry.content.split()[:4])
+    assert f"lorebook {book.name}: {len(book.entries)} entries" in shown.text
+    assert f"[{', '.join(entry.keys)}] {first_words}" in shown.text
+
+
+async def test_chat_export_attaches_the_rooms_card(app, fixtures_dir):
+    conv = app.conversation
+    card = Attachment("Seraphina.png", "image/png", data=(fixtures_dir / "Seraphina.png").read_bytes())
+    assert (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (card,)))).ok
+    assert (await conv.run_command("persona set seraphina", CommandContext(ROOM, ADMIN))).ok
+    result = await conv.run_command("persona export", CommandContext(ROOM, USER))
+    assert result.ok, result.text
+    (png,) = result.files
+    assert (png.filename, png.content_type) == ("seraphina.png", "image/png")
+    chunks = _chunks(png.data)
+    assert chunks["chara"]["spec"] == "chara_card_v2" and chunks["ccv3"]["spec"] == "chara_card_v3"
+    assert chunks["ccv3"]["data"]["name"] == "Seraphina" and chunks["ccv3"]["data"]["character_book"]["entries"]
+    as_json = await conv.run_command("persona export --json", CommandContext(ROOM, USER))
+    (js,) = as_json.files
+    assert js.content_type == "application/json" and json.loads(js.data)["data"]["name"] == "Seraphina"
+    other = await conv.run_command("persona export storyteller", CommandContext(ROOM, USER))
+    assert not other.ok and not other.files and "operator" in other.text and "\n" not in other.text
+    by_operator = await conv.run_command("persona export storyteller --json", CommandContext(ROOM, ADMIN))
+    assert by_operator.ok and json.loads(by_operator.files[0].data)["data"]["name"] == "Storyteller"
+
+
+def test_personas_export_cli(config_file, fixtures_dir, tmp_path):
+    config = str(config_file())
+    assert run_bot("personas", "import", str(fixtures_dir / "Seraphina.png"), "--config", config).returncode == 0
+    printed = run_bot("personas", "export", "seraphina", "--config", config)
+    assert printed.returncode == 0, printed.stderr
+    card = json.loads(printed.stdout)
+    assert card["spec"] == "chara_card_v2" and card["data"]["name"] == "Seraphina"
+    assert card["data"]["character_book"]["entries"]
+    out = tmp_path / "out.png"
+    written = run_bot("personas", "export", "seraphina", "--png", str(out), "--config", config)
+    assert written.returncode == 0, written.stderr
+    chunks = _chunks(out.read_bytes())
+    assert chunks["ccv3"]["spec"] == "chara_card_v3" and chunks["ccv3"]["spec_version"] == "3.0"
+    assert chunks["ccv3"]["data"] == chunks["chara"]["data"] == card["data"]
+    missing = run_bot("personas", "export", "nobody", "--config", config)
+    assert missing.returncode == 1 and "unknown persona" in missing.stderr and "Traceback" not in missing.stderr
+
+
+async def test_chat_import_takes_a_charx_card(app, fixtures_dir):
+    import io
+    import zipfile
+
+    from personas import export_card_v3, read_card
+
+    seraphina = read_card(fixtures_dir / "Seraphina.png")
+    card = export_card_v3(seraphina.persona.model_copy(update={"nickname": "Sera"}), seraphina.lorebook)
+    card["data"]["assets"] = [{"type": "icon", "uri": "embeded://assets/icon/images/main.png", "name": "main"}]
+    raw = io.BytesIO()
+    with zipfile.ZipFile(raw, "w") as archive:
+        archive.writestr("card.json", json.dumps(card))
+        archive.writestr("assets/icon/images/main.png", seraphina.image)
+    upload = Attachment("seraphina.charx", "application/zip", data=raw.getvalue())
+    done = await app.conversation.run_command("persona import", CommandContext(ROOM, ADMIN, (upload,)))
+    assert done.ok, done.text
+    persona = app.conversation.personas.get("seraphina")
+    assert persona.nickname == "Sera" and persona.avatar and persona.render("{{char}}", "Ann") == "Sera"

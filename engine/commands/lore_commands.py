@@ -97,7 +97,7 @@ def commands(conv: Conversation) -> list[Command]:
             persona = conv.personas.import_file(Path(args[0]).expanduser(), dest, replace=replace)
         else:
             raise CommandError(
-                "attach a character card (PNG or JSON) or a persona YAML to the command, or reply to one with it"
+                "attach a character card (PNG, JSON or CHARX) or a persona YAML to the command, or reply to one with it"
             )
         return f"imported {persona.name}; use: persona set {persona.name.lower()}"
 

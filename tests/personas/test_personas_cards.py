@@ -171,7 +171,7 @@ def test_png_export_replaces_old_card_chunks(seraphina_png: Path) -> None:
     raw = seraphina_png.read_bytes()
     out = card_png_bytes(Persona(name="Replacement"), None, raw)
     texts = text_chunks(read_chunks(out, "x"), "x", 1 << 22)
-    assert list(texts) == ["chara"]
+    assert list(texts) == ["chara", "ccv3"]  # the old card's chunks are gone; V2 then V3, as SillyTavern writes
     assert parse_card_png(out).persona.name == "Replacement"
 
 
