@@ -116,6 +116,12 @@ def build_hearth_group(conversation: Conversation, run: Runner) -> app_commands.
     async def persona_set(interaction: discord.Interaction, name: str) -> None:
         await run(interaction, ["persona", "set", name])
 
+    @persona.command(name="export", description=about("persona", "export", fallback="export a character card"))
+    @app_commands.describe(name="a persona (default: this room's)", json="a JSON card instead of a PNG")
+    @app_commands.autocomplete(name=complete_persona)
+    async def persona_export(interaction: discord.Interaction, name: str | None = None, json: bool = False) -> None:
+        await run(interaction, ["persona", "export", *([name] if name else []), *(["--json"] if json else [])])
+
     @persona.command(name="import", description=about("persona", "import", fallback="import a character card"))
     @app_commands.describe(
         file="a character card (PNG or JSON) or a persona YAML file",

@@ -252,7 +252,7 @@ async def test_autocomplete_reads_the_registries(harness: Harness):
 
 COMMAND_PATHS = (
     "model list", "model info", "model load", "model unload",
-    "persona list", "persona show", "persona set", "persona import",
+    "persona list", "persona show", "persona set", "persona import", "persona export",
     "memory show", "memory reset", "memory forget-me", "memory export", "memory summarize",
     "lore list", "lore add", "lore remove",
     "settings show", "settings set",
@@ -308,6 +308,17 @@ async def test_command_files_are_attached_to_the_answer(harness: Harness, intera
     (file,) = attached.files
     assert isinstance(file, discord.File) and file.filename == "quill.json"
     assert file.fp.read() == card.data
+
+
+async def test_slash_persona_export_attaches_the_rooms_card(harness: Harness, interaction_for):
+    """Any member may export the persona the bot already shows in the room, as a PNG card."""
+    interaction = await slash(harness, interaction_for, harness.member(1), "persona export")
+    files = [file for item in interaction.sent for file in getattr(item, "files", ())]
+    (card,) = files
+    data = card.fp.read()
+    assert card.filename.endswith(".png") and data.startswith(b"\x89PNG") and b"ccv3" in data
+    refused = await slash(harness, interaction_for, harness.member(1), "persona export", name="storyteller")
+    assert "operator" in refused.text and not [f for item in refused.sent for f in getattr(item, "files", ())]
 
 
 async def test_a_rate_limited_mention_gets_one_notice_through_the_presenter(harness: Harness, interaction_for):
