@@ -26,7 +26,7 @@ from engine.settings import (
     ModelSettings,
 )
 from errors import ConfigError
-from sampling_limits import SAMPLING_BOUNDS, sampling_problem
+from sampling_limits import SAMPLING_BOUNDS, range_problem
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MODEL_OPTION_KEYS = frozenset(f.name for f in fields(ModelOptions))  # ``model.*`` keys that are load options
@@ -60,9 +60,9 @@ class ModelOverride(_Section):
         for key, item in value.items():
             if key not in SAMPLING_KEYS:
                 raise ValueError(f"{key}: unknown sampling setting; known: {', '.join(SAMPLING_KEYS)}")
-            problem = sampling_problem(key, item)
+            problem = range_problem(key, item)
             if problem:
-                raise ValueError(f"{key}: {problem.split(': ', 1)[1]} (got {item!r})")
+                raise ValueError(f"{key}: {problem} (got {item!r})")
         return value
 
 

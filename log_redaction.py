@@ -13,6 +13,7 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus
 
@@ -36,9 +37,13 @@ def config_secrets(config: HearthConfig) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 
-def _variants(secret: str) -> set[str]:
-    """The secret as a log line may spell it: raw, JSON-escaped, or URL-encoded."""
-    return {secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
+@lru_cache(maxsize=64)
+def _variants(secret: str) -> frozenset[str]:
+    """The secret as a log line may spell it: raw, JSON-escaped, or URL-encoded.
+
+    Cached: a live token is read for every record, and at DEBUG there are many records.
+    """
+    return frozenset({secret, json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)})
 
 
 class SecretRedactor(logging.Filter):

@@ -61,10 +61,15 @@ SAMPLING_BOUNDS: dict[str, Bounds] = {
 }
 
 
-def sampling_problem(name: str, value: Any) -> str | None:
-    """One line naming the field and its range when ``value`` is out of it; None when valid."""
+def range_problem(name: str, value: Any) -> str | None:
+    """``must be …`` when ``value`` is a number outside ``name``'s bounds; None otherwise."""
     bounds = SAMPLING_BOUNDS.get(name)
     if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    problem = bounds.problem(value)
+    return bounds.problem(value)
+
+
+def sampling_problem(name: str, value: Any) -> str | None:
+    """One line naming the field and its range when ``value`` is out of it; None when valid."""
+    problem = range_problem(name, value)
     return f"sampling {name}={value!r} is out of range: {problem}" if problem else None

@@ -75,6 +75,11 @@ def make_client(config: DiscordConfig, intents: discord.Intents | None = None) -
     return discord.AutoShardedClient(shard_count=shard_count, **options)
 
 
+def file_batches(files: Sequence[discord.File]) -> list[list[discord.File]]:
+    """``files`` in groups Discord takes in one message."""
+    return [list(files[start : start + FILES_PER_MESSAGE]) for start in range(0, len(files), FILES_PER_MESSAGE)]
+
+
 class InteractionResponder:
     """Answers one interaction: the first output is the response, later ones are follow-ups.
 
@@ -111,8 +116,8 @@ class InteractionResponder:
 
     async def send_files(self, files: Sequence[discord.File], *, ephemeral: bool) -> None:
         async with self._lock:
-            for start in range(0, len(files), FILES_PER_MESSAGE):
-                await self._send_one("", ephemeral, files=list(files[start : start + FILES_PER_MESSAGE]))
+            for batch in file_batches(files):
+                await self._send_one("", ephemeral, files=batch)
 
     async def _send_one(self, text: str, ephemeral: bool, **extra: Any) -> None:
         response = self.interaction.response
@@ -165,8 +170,8 @@ class DiscordOutput:
         if self.responder is not None:
             await self.responder.send_files(uploads, ephemeral=ephemeral)
             return
-        for start in range(0, len(uploads), FILES_PER_MESSAGE):
-            await self.channel.send(files=uploads[start : start + FILES_PER_MESSAGE], allowed_mentions=SAFE_MENTIONS)
+        for batch in file_batches(uploads):
+            await self.channel.send(files=batch, allowed_mentions=SAFE_MENTIONS)
 
     async def deliver_reply(self, admission: Admission) -> None:
         if self.channel is not None:

@@ -152,7 +152,7 @@ class Conversation:
             return Outcome("ignored")  # asks the bot for no work, so it takes no token
         now = self.clock()
         limited = self.limits.user_message(msg.author, msg.room.platform, now)
-        if limited is None and not self._would_join(msg.room.label):
+        if limited is None and not self.scheduler.would_join(msg.room.label):
             limited = self.limits.room_reply(msg.room.label, msg.author, now)
         if limited is not None:
             return _limited(limited)
@@ -217,11 +217,6 @@ class Conversation:
         if limited is not None:
             return CommandResult(limited.message, ok=False, ephemeral=True, silent=limited.notice is None)
         return await self.commands.process(text, ctx)
-
-    def _would_join(self, room_key: str) -> bool:
-        """True when a message now joins the room's waiting or preparing turn: no new reply."""
-        scheduler = self.scheduler
-        return scheduler.position(room_key) > 0 or scheduler._prepared_ticket(room_key) is not None
 
     @staticmethod
     def _message_text(msg: IncomingMessage) -> str:

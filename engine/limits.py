@@ -127,23 +127,21 @@ class RateLimiter:
 
     def user_message(self, author: Author, platform: str, now: float) -> Limited | None:
         """A message or command from ``author``: None when allowed. Ids are per platform."""
-        if author.is_operator:
-            return None
-        refused = self.users.hit(f"{platform}:{author.id}", now)
-        if refused is None:
-            return None
-        wait = refused.retry_after
-        return Limited(wait, f"slow down: you can write again in {_seconds(wait)} s", refused.first)
+        return _check(self.users, f"{platform}:{author.id}", author, now, "slow down: you can write again in {} s")
 
     def room_reply(self, room_key: str, author: Author, now: float) -> Limited | None:
         """A reply about to be scheduled in ``room_key`` at ``author``'s request: None when allowed."""
-        if author.is_operator:
-            return None
-        refused = self.rooms.hit(room_key, now)
-        if refused is None:
-            return None
-        wait = refused.retry_after
-        return Limited(wait, f"this room is busy: replies resume in {_seconds(wait)} s", refused.first)
+        return _check(self.rooms, room_key, author, now, "this room is busy: replies resume in {} s")
+
+
+def _check(buckets: TokenBuckets, key: str, author: Author, now: float, message: str) -> Limited | None:
+    """One hit on ``key``'s bucket, unless ``author`` is an operator; ``message`` takes the wait in seconds."""
+    if author.is_operator:
+        return None
+    refused = buckets.hit(key, now)
+    if refused is None:
+        return None
+    return Limited(refused.retry_after, message.format(_seconds(refused.retry_after)), refused.first)
 
 
 __all__ = ["MAX_BUCKETS", "Limited", "RateLimiter", "Refusal", "TokenBuckets"]

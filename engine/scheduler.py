@@ -99,7 +99,7 @@ class Scheduler:
 
     def request(self, room_key: str) -> Admission:
         """Queue a turn for ``room_key`` (or join its waiting or preparing turn). BusyError when full."""
-        ticket = self._waiting.get(room_key) or self._prepared_ticket(room_key)
+        ticket = self._pending_ticket(room_key)
         if ticket is not None:
             ticket.coalesced += 1
             return Admission(ticket, True, self.position(room_key))
@@ -116,6 +116,14 @@ class Scheduler:
         """Queue low-priority work; one pending job per key."""
         self._background.setdefault(key, job)
         self._wake.set()
+
+    def would_join(self, room_key: str) -> bool:
+        """True when a request for ``room_key`` now would join its pending turn, adding no reply."""
+        return self._pending_ticket(room_key) is not None
+
+    def _pending_ticket(self, room_key: str) -> Ticket | None:
+        """The room's turn that has not started: waiting in line, or being prepared."""
+        return self._waiting.get(room_key) or self._prepared_ticket(room_key)
 
     def _prepared_ticket(self, room_key: str) -> Ticket | None:
         """The room's turn if it is being prepared: a message arriving now is covered by it."""
@@ -144,7 +152,7 @@ class Scheduler:
         running = self._running_ticket
         if running is not None and running.room_key == room_key:
             return frozenset(running.requested_by)
-        ticket = self._waiting.get(room_key) or self._prepared_ticket(room_key)
+        ticket = self._pending_ticket(room_key)
         return frozenset(ticket.requested_by) if ticket is not None else frozenset()
 
     def cancel(self, room_key: str) -> bool:

@@ -22,7 +22,7 @@ from personas.cards import (
 from personas.files import slugify
 from personas.library import BUILTIN_DIR, PersonaLibrary
 from personas.loader import load_lorebook_file, load_persona_file, lorebook_to_json, persona_to_yaml
-from personas.lore import ActivatedEntry, Lorebook, LoreEntry, activate, split_by_position
+from personas.lore import ActivatedEntry, Lorebook, LoreEntry, activate, is_regex_key, split_by_position
 from personas.macros import KNOWN_MACROS, check_macros, render_macros
 from personas.model import DEFAULT_SYSTEM_PROMPT, Persona, SamplingOverride
 from personas.st_lore import import_world_info, lore_from_character_book, lore_to_character_book, parse_lorebook
@@ -47,6 +47,7 @@ __all__ = [
     "export_card_png",
     "export_card_v3",
     "import_world_info",
+    "is_regex_key",
     "load_lorebook_file",
     "load_persona_file",
     "lore_from_character_book",

@@ -190,8 +190,7 @@ class PersonaLibrary:
         return load_persona_file(target)
 
     def _refuse_taken(self, slug: str, name: str) -> None:
-        personas = self._ensure_loaded()
-        taken = slug in personas or any(p.name.lower() == name.strip().lower() for p in personas.values())
+        taken = self._find(slug) is not None or self._find(name) is not None
         if taken or slug in self._books:
             raise PersonaError(
                 f"a persona or lorebook named '{slug}' already exists; an operator can overwrite it with --replace"

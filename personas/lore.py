@@ -117,10 +117,18 @@ class ActivatedEntry:
 # ---------------------------------------------------------------------------- activation
 
 
+REGEX_KEY = re.compile(r"/(.+)/([a-z]*)", re.DOTALL)  # SillyTavern's ``/regex/flags`` keys
+
+
+def is_regex_key(key: str) -> bool:
+    """A ``/regex/flags`` key: matched as a regular expression against every message."""
+    return REGEX_KEY.fullmatch(key) is not None
+
+
 @lru_cache(maxsize=4096)
 def _key_pattern(key: str, case_sensitive: bool, whole_words: bool) -> re.Pattern[str]:
     """Compile a key once; ``/regex/flags`` keys are SillyTavern's regex keys."""
-    regex = re.fullmatch(r"/(.+)/([a-z]*)", key, re.DOTALL)
+    regex = REGEX_KEY.fullmatch(key)
     if regex:
         flags = 0 if case_sensitive and "i" not in regex.group(2) else re.IGNORECASE
         if "s" in regex.group(2):

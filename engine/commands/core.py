@@ -94,15 +94,6 @@ class Right(enum.Enum):
         return f"'{command}' needs a room manager here (or an operator)"
 
 
-def operator_only(ctx: CommandContext) -> bool:
-    """A plain predicate for callbacks that decide rights on their arguments."""
-    return ctx.author.is_operator
-
-
-def manager_only(ctx: CommandContext) -> bool:
-    return ctx.author.manages_room
-
-
 @dataclass(frozen=True)
 class Command:
     """``path`` is the words that name it; ``usage`` documents the arguments.

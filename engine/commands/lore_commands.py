@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.commands.core import Command, CommandContext, Right
 from errors import CheckFailure, CommandError
-from personas import LoreEntry, check_macros
+from personas import LoreEntry, check_macros, is_regex_key
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
 
 MAX_LORE_ENTRY_CHARS = 4000
-REGEX_KEY = re.compile(r"/(.+)/([a-z]*)", re.DOTALL)  # SillyTavern's regex keys, as personas.lore reads them
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 
@@ -48,7 +46,7 @@ def commands(conv: Conversation) -> list[Command]:
         if len(content) > MAX_LORE_ENTRY_CHARS:
             raise CommandError(f"lore text is too long ({len(content)} characters, max {MAX_LORE_ENTRY_CHARS})")
         check_macros(content, "lore text")  # one line for a bad macro, not a crash in LoreEntry
-        if not ctx.author.is_operator and any(REGEX_KEY.fullmatch(key) for key in keys):
+        if not ctx.author.is_operator and any(is_regex_key(key) for key in keys):
             raise CheckFailure(
                 "regex keys (/…/) run against every message and a bad one can stall the bot for every room, "
                 "so only an operator may add them; use plain words"
