@@ -26,7 +26,7 @@ from engine.settings import (
     ModelSettings,
 )
 from errors import ConfigError
-from sampling_limits import SAMPLING_BOUNDS, range_problem
+from sampling_limits import range_problem, sampling_field
 
 ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MODEL_OPTION_KEYS = frozenset(f.name for f in fields(ModelOptions))  # ``model.*`` keys that are load options
@@ -37,12 +37,12 @@ class _Section(BaseModel):
 
 
 class SamplingConfig(_Section):
-    temperature: float = Field(0.7, **SAMPLING_BOUNDS["temperature"].field_bounds())
-    top_p: float = Field(0.9, **SAMPLING_BOUNDS["top_p"].field_bounds())
-    top_k: int = Field(40, **SAMPLING_BOUNDS["top_k"].field_bounds())
-    min_p: float = Field(0.05, **SAMPLING_BOUNDS["min_p"].field_bounds())
-    repeat_penalty: float = Field(DEFAULT_REPEAT_PENALTY, **SAMPLING_BOUNDS["repeat_penalty"].field_bounds())
-    max_tokens: int = Field(256, **SAMPLING_BOUNDS["max_tokens"].field_bounds())
+    temperature: float = sampling_field("temperature", 0.7)
+    top_p: float = sampling_field("top_p", 0.9)
+    top_k: int = sampling_field("top_k", 40)
+    min_p: float = sampling_field("min_p", 0.05)
+    repeat_penalty: float = sampling_field("repeat_penalty", DEFAULT_REPEAT_PENALTY)
+    max_tokens: int = sampling_field("max_tokens", 256)
     stop: list[str] = Field(default_factory=list)
 
 

@@ -47,6 +47,17 @@ class Bounds:
         return bounds
 
 
+def sampling_field(name: str, default: Any) -> Any:
+    """A pydantic ``Field`` for sampling value ``name`` with its bounds from the table.
+
+    A function rather than ``Field(**bounds)`` at each use: type checkers read a class-level
+    ``Field(**kwargs)`` as a dataclass field they cannot check.
+    """
+    from pydantic import Field
+
+    return Field(default, **SAMPLING_BOUNDS[name].field_bounds())
+
+
 def _num(value: float | None) -> str:
     return f"{value:g}" if value is not None else "?"
 

@@ -123,6 +123,7 @@ def parse_card_json(data: Any, where: str = "card") -> Card:
     if not isinstance(data, dict):
         raise PersonaError(f"{where}: card must be a JSON object")
     spec = data.get("spec")
+    fields: Any
     if spec is None:
         fields = data
     elif spec in SUPPORTED_SPECS:

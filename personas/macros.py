@@ -41,7 +41,7 @@ def _known(name: str) -> bool:
     if choice:
         return bool(_options(choice))
     roll = _ROLL.fullmatch(name)
-    return bool(roll) and _dice(roll) is not None
+    return roll is not None and _dice(roll) is not None
 
 
 def _options(choice: re.Match[str]) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from personas.macros import macro_problem, render_macros
-from sampling_limits import SAMPLING_BOUNDS
+from sampling_limits import sampling_field
 
 DEFAULT_SYSTEM_PROMPT = (
     "Write {{char}}'s next reply in a chat with {{user}}. Stay in character as {{char}}. "
@@ -37,12 +37,12 @@ class SamplingOverride(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float | None = Field(default=None, **SAMPLING_BOUNDS["temperature"].field_bounds())
-    top_p: float | None = Field(default=None, **SAMPLING_BOUNDS["top_p"].field_bounds())
-    top_k: int | None = Field(default=None, **SAMPLING_BOUNDS["top_k"].field_bounds())
-    min_p: float | None = Field(default=None, **SAMPLING_BOUNDS["min_p"].field_bounds())
-    repeat_penalty: float | None = Field(default=None, **SAMPLING_BOUNDS["repeat_penalty"].field_bounds())
-    max_tokens: int | None = Field(default=None, **SAMPLING_BOUNDS["max_tokens"].field_bounds())
+    temperature: float | None = sampling_field("temperature", None)
+    top_p: float | None = sampling_field("top_p", None)
+    top_k: int | None = sampling_field("top_k", None)
+    min_p: float | None = sampling_field("min_p", None)
+    repeat_penalty: float | None = sampling_field("repeat_penalty", None)
+    max_tokens: int | None = sampling_field("max_tokens", None)
     stop: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
