@@ -54,19 +54,18 @@ from adapters.matrix_mapping import (
 )
 from adapters.matrix_render import preformatted_content, text_content, with_relation
 from adapters.matrix_reply import deliver_reply, file_content, send_event
-from adapters.matrix_session import SessionState, keep_keys, log_in, make_client
+from adapters.matrix_session import keep_keys, log_in, make_client
 from adapters.presenting import present
 from adapters.recent_ids import RecentIds
 from engine.commands.core import CommandContext, CommandResult
 from engine.commands.lore_commands import MAX_IMPORT_BYTES
 from engine.scheduler import Admission
-from engine.types import Attachment, Author, IncomingMessage, RoomRef
+from engine.types import Attachment, Author, IncomingMessage, RoomRef, SessionState
 from errors import ConfigError, HearthError, InternalError
 
 if TYPE_CHECKING:
     from config import MatrixConfig
     from engine.conversation import Conversation, Outcome
-    from memory import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ class MatrixAdapter:
     def __init__(
         self,
         conversation: Conversation,
-        store: MemoryStore,
+        session: SessionState,
         config: MatrixConfig,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -138,7 +137,7 @@ class MatrixAdapter:
         self.connect_timeout = connect_timeout
         self.config = config
         self.clock = clock
-        self.state = SessionState(store, config.user_id)
+        self.state = session  # device, access token and sync token; kept by bot.py, not here
         self.client: AsyncClient = make_client(
             config.homeserver, config.user_id, Path(config.store_dir), config.encryption
         )
@@ -305,7 +304,7 @@ class MatrixAdapter:
             response = await self.client.room_get_state(room_id)
             if not isinstance(response, RoomGetStateResponse):
                 return frozenset()
-            create = next((e for e in response.events if e.get("type") == "m.room.create"), {})
+            create: dict[str, Any] = next((e for e in response.events if e.get("type") == "m.room.create"), {})
             cached = self._room_creators[room_id] = creators_of(create)
         return cached
 

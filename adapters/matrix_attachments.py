@@ -31,8 +31,8 @@ def _info(event: Any) -> tuple[str, str | None, int]:
     info = content.get("info") if isinstance(content.get("info"), dict) else {}
     filename = content.get("filename") or event.body or "file"
     mimetype = info.get("mimetype") or getattr(event, "mimetype", None)
-    size = info.get("size") if isinstance(info.get("size"), int) else 0
-    return str(filename), mimetype, size
+    size = info.get("size")
+    return str(filename), str(mimetype) if mimetype else None, size if isinstance(size, int) else 0
 
 
 async def read_attachment(client: AsyncClient, event: Any, max_bytes: int) -> Attachment:

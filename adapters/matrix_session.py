@@ -1,9 +1,10 @@
 """Logging in to Matrix and keeping the session across restarts.
 
-The device id, the access token a password login produced, and the sync token live in
-the database (``platform_state``). Reusing the device keeps the E2EE key store valid and
-avoids a new "unknown session" for users on every restart; resuming from the stored sync
-token means a restart neither answers old messages again nor misses new ones.
+The device id, the access token a password login produced, and the sync token are kept
+through the ``SessionState`` that ``bot.py`` gives the adapter (in the database). Reusing
+the device keeps the E2EE key store valid and avoids a new "unknown session" for users on
+every restart; resuming from the stored sync token means a restart neither answers old
+messages again nor misses new ones.
 """
 
 from __future__ import annotations
@@ -13,26 +14,12 @@ from pathlib import Path
 
 from nio import AsyncClient, AsyncClientConfig, LoginResponse, WhoamiResponse
 
+from engine.types import SessionState
 from errors import ConfigError, InternalError
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "matrix"
 RETRY_WAIT_MAX_S = 10.0  # reconnect quickly after a homeserver restart, but never hammer it
-
-
-class SessionState:
-    """Durable per-account values: ``device_id``, ``access_token``, ``next_batch``."""
-
-    def __init__(self, store, user_id: str) -> None:
-        self.store = store
-        self.user_id = user_id
-
-    async def get(self, name: str) -> str | None:
-        return await self.store.get_state(NAMESPACE, f"{self.user_id}/{name}")
-
-    async def set(self, name: str, value: str) -> None:
-        await self.store.set_state(NAMESPACE, f"{self.user_id}/{name}", value)
 
 
 def make_client(homeserver: str, user_id: str, store_dir: Path, encryption: bool) -> AsyncClient:
@@ -120,4 +107,4 @@ def _reason(response: object) -> str:
     return f"{code}: {message}" if code else str(message)
 
 
-__all__ = ["SessionState", "keep_keys", "log_in", "make_client"]
+__all__ = ["keep_keys", "log_in", "make_client"]

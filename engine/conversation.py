@@ -5,6 +5,10 @@ Matrix, slash commands on Discord) and sends command lines to ``run_command``; e
 other message goes to ``handle``, where handlers run in a fixed order: the trigger
 policy, then the rate limits, then the chat reply. Every chat message that reaches the
 engine is stored, even when it gets no reply, is rate limited, or the queue is full.
+
+This module routes only: prompts are built in ``engine.prompting`` and summaries written
+in ``engine.summaries``. A room's settings are read once when a message arrives (the
+trigger policy) and once per reply turn, as a ``RoomTurn`` snapshot passed down.
 """
 
 from __future__ import annotations
@@ -18,29 +22,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import ValidationError
-
 from engine.backend import GenerationRequest
-from engine.chat_template import ChatMessage
 from engine.commands.core import CommandContext, CommandCore, CommandResult
-from engine.context import AssembledPrompt, Turn, assemble, capped, prompt_user
+from engine.context import AssembledPrompt
 from engine.limits import Limited, RateLimiter
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
-from engine.reply import ReplyStream
-from engine.sampling import SamplingParams
+from engine.prompting import PromptBuilder, RoomTurn, clean_reply, reply_sampling, with_speaker_stops
+from engine.reply import GenerationStats, ReplyStream
 from engine.scheduler import Admission, Scheduler
 from engine.settings import EngineSettings
-from engine.types import Author, IncomingMessage, RoomRef
+from engine.summaries import Summaries
+from engine.types import IncomingMessage, RoomRef
 from errors import BusyError, CooldownError, UserError
-from memory import ConversationKey, MemoryStore
-from memory.summarizer import Summarizer, message_line
-from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
+from memory import ConversationKey, MemoryStore, RoomSettings
+from personas import Persona, PersonaLibrary
 
 log = logging.getLogger(__name__)
 
 TRIGGER_MODES = ("mention", "all", "off")
-SUMMARY_SYSTEM = "You write short, factual summaries of chat logs."
 
 
 @dataclass(frozen=True)
@@ -56,10 +56,6 @@ class Outcome:
     notice: str | None = None
     retry_after: float | None = None
 
-    @property
-    def position(self) -> int:
-        return self.admission.position if self.admission else 0
-
 
 @dataclass
 class _Room:
@@ -68,6 +64,7 @@ class _Room:
     last_user: str = "User"
     last_prompt: AssembledPrompt | None = None
     speakers: set[str] = field(default_factory=set)
+    turn: RoomTurn | None = None  # read by the prepare step, used by the turn it prepared
 
 
 class Conversation:
@@ -94,18 +91,12 @@ class Conversation:
         )
         self.started_at = time.monotonic()
         self._rooms: dict[str, _Room] = {}
-        self.last_stats = None
+        self.last_stats: GenerationStats | None = None
         self.generated_tokens = 0
         self.generation_seconds = 0.0
-        memory = settings.memory
-        self.summarizer = Summarizer(
-            store,
-            count_tokens=lambda text: self.host.require().count_text_tokens(text),
-            write_summary=self._write_summary,
-            summarize_at=memory.summarize_at,
-            keep_recent=memory.keep_recent_turns,
-            max_tokens=memory.summary_max_tokens,
-        )
+        self.prompts = PromptBuilder(store, personas)
+        self.summaries = Summaries(store, host, self.scheduler, settings.memory)
+        self.summarizer = self.summaries.summarizer
 
     async def start(self) -> None:
         from engine.commands.builtin import register_builtin_commands
@@ -133,14 +124,21 @@ class Conversation:
             room = self._rooms[key] = _Room(ref, conversation_id)
         return room
 
-    async def persona_for(self, ref: RoomRef) -> Persona:
+    async def room_turn(self, ref: RoomRef) -> RoomTurn:
+        """The room's settings and persona, read once: pass this down rather than reading again."""
         room = await self.room(ref)
         settings = await self.store.room_settings(room.conversation_id)
+        return RoomTurn(room.conversation_id, ref.label, settings, self._persona(settings, ref.label))
+
+    async def persona_for(self, ref: RoomRef) -> Persona:
+        return (await self.room_turn(ref)).persona
+
+    def _persona(self, settings: RoomSettings, label: str) -> Persona:
         name = settings.persona or self.settings.default_persona
         try:
             return self.personas.get(name)
         except UserError:
-            log.warning("room %s uses missing persona %r; falling back", ref.label, name)
+            log.warning("room %s uses missing persona %r; falling back", label, name)
             return self.personas.get(self.settings.default_persona)
 
     # -- the entry point -----------------------------------------------------------------
@@ -230,12 +228,13 @@ class Conversation:
         if msg.author.is_bot:
             return False
         room = await self.room(msg.room)
-        mode = (await self.store.room_settings(room.conversation_id)).trigger_mode or "mention"
+        settings = await self.store.room_settings(room.conversation_id)
+        mode = settings.trigger_mode or "mention"
         if mode == "off":
             return False
         if msg.addressed or mode == "all":
             return True
-        persona = await self.persona_for(msg.room)
+        persona = self._persona(settings, msg.room.label)
         return mentions_wake_word(msg.text, persona.effective_wake_words)
 
     # -- replies -------------------------------------------------------------------------
@@ -253,81 +252,26 @@ class Conversation:
         """Before the turn is admitted (nothing is generating): load the persona's preferred model.
 
         It cannot happen inside ``_start_reply``: a swap pauses the scheduler and waits for
-        the running turn, which would be this very one.
+        the running turn, which would be this very one. The settings read here are kept for
+        that turn, so the model loaded and the persona that speaks agree.
         """
         room = self._rooms[room_key]
-        await self.persona_models.apply(await self.persona_for(room.ref))
+        room.turn = None
+        room.turn = await self.room_turn(room.ref)
+        await self.persona_models.apply(room.turn.persona)
 
     async def _start_reply(self, room_key: str) -> ReplyStream:
         room = self._rooms[room_key]
+        turn = room.turn or await self.room_turn(room.ref)  # no prepare step ran: read it now
+        room.turn = None
         backend = self.host.require()
-        persona = await self.persona_for(room.ref)
-        settings = await self.store.room_settings(room.conversation_id)
-        sampling = (
-            backend.spec.sampling.merged(persona.sampling.as_dict()).merged(settings.sampling).validated()
-        )
-        prompt = await self.build_prompt(room, persona, sampling)
-        # Small models like to write the next user's line themselves; stop them there.
-        stops = [f"\n{name}:" for name in sorted(room.speakers)]
-        sampling = sampling.merged({"stop": [*sampling.stop, *stops]})
+        sampling = reply_sampling(backend.spec.sampling, turn.persona, turn.settings)
+        prompt = await self.prompts.build(backend, turn, room.last_user, sampling.max_tokens)
+        sampling = with_speaker_stops(sampling, room.speakers)
         room.last_prompt = prompt
         reply = backend.stream(GenerationRequest(prompt.tokens, sampling, room_key))
-        reply.on_done(lambda stream: self._store_reply(room, persona, stream))
+        reply.on_done(lambda stream: self._store_reply(room, turn.persona, stream))
         return reply
-
-    async def build_prompt(self, room: _Room, persona: Persona, sampling: SamplingParams) -> AssembledPrompt:
-        backend = self.host.require()
-        summary = await self.store.summary(room.conversation_id)
-        after = summary.covers_through_id if summary else None
-        stored = await self.store.messages(room.conversation_id, after_id=after)
-        n_ctx = backend.spec.n_ctx
-        turns = [Turn(m.role, m.author_name, capped(m.text, n_ctx)) for m in stored if m.role in ("user", "assistant")]
-        user = prompt_user(turns)  # stable in a group, so the evaluated prefix stays reusable
-        greeting = persona.render_greeting(user)
-        if greeting and summary is None:
-            turns.insert(0, Turn("assistant", persona.name, greeting))
-        constant, keyed = await self.lore_for(room, persona, [t.text for t in turns])
-        lore_before, lore_after = split_by_position(constant)
-        volatile = "\n\n".join(
-            part
-            for part in (
-                "\n\n".join(persona.render(a.entry.content, room.last_user).strip() for a in keyed),
-                persona.render_post_history(room.last_user),
-            )
-            if part
-        )
-        return assemble(
-            backend,
-            system=persona.render_system(user, lore_before, lore_after),
-            turns=turns,
-            n_ctx=backend.spec.n_ctx,
-            reserve=sampling.max_tokens,
-            summary=summary.text if summary else "",
-            volatile=volatile,
-        )
-
-    async def room_lorebook(self, room: _Room) -> Lorebook:
-        """Entries a room manager added to this room with ``lore add``."""
-        extra = (await self.store.room_settings(room.conversation_id)).extra
-        entries = []
-        for raw in extra.get("lore", []):
-            try:
-                entries.append(LoreEntry.model_validate(raw))
-            except ValidationError:
-                log.warning("skipping an unreadable room lore entry in %s", room.ref.label)
-        return Lorebook(name="room", entries=entries)
-
-    async def lore_for(
-        self, room: _Room, persona: Persona, recent: list[str]
-    ) -> tuple[list[ActivatedEntry], list[ActivatedEntry]]:
-        """(constant, keyword-activated) lore. Constant lore sits in the stable system prefix;
-        keyword lore changes turn by turn, so it goes late in the prompt."""
-        books = [*self.personas.lorebooks_for(persona), await self.room_lorebook(room)]
-        if not any(book.entries for book in books):
-            return [], []
-        backend = self.host.require()
-        active = activate(books, recent, backend.count_text_tokens)
-        return [a for a in active if a.entry.constant], [a for a in active if not a.entry.constant]
 
     async def _store_reply(self, room: _Room, persona: Persona, stream: ReplyStream) -> None:
         text = clean_reply(stream.partial_text(), persona.name)
@@ -347,55 +291,9 @@ class Conversation:
         )
         await self.schedule_summary(room)
 
-    # -- memory --------------------------------------------------------------------------
-
-    def history_budget(self, room: _Room) -> int:
-        """Tokens the recent turns may use: the window minus the reply reserve and the fixed prompt."""
-        backend = self.host.require()
-        prompt = room.last_prompt
-        fixed = 0
-        if prompt is not None and prompt.messages and prompt.messages[0].role == "system":
-            fixed = len(backend.tokenize(backend.render(prompt.messages[:1], add_generation_prompt=False)))
-        return max(backend.spec.n_ctx - backend.spec.sampling.max_tokens - fixed, 64)
-
     async def schedule_summary(self, room: _Room, force: bool = False) -> None:
-        """Queue a low-priority compaction if the room needs one (or ``force``)."""
-        budget = self.history_budget(room)
-        if not force and not await self.summarizer.needs_work(room.conversation_id, budget):
-            return
-
-        async def compact() -> None:
-            if await self.summarizer.run(room.conversation_id, self.history_budget(room), force=force):
-                self.host.require().invalidate_room(room.ref.label)  # its prefix changed with the summary
-
-        self.scheduler.background(f"summary:{room.ref.label}", compact)
-
-    async def _write_summary(self, previous: str, messages, max_tokens: int) -> str:
-        """Ask the model for an updated summary; cancelled cleanly if a reply pre-empts it."""
-
-        backend = self.host.require()
-        lines = "\n".join(message_line(m) for m in messages)
-        words = max(max_tokens * 2 // 3, 20)
-        room = backend.spec.n_ctx - max_tokens
-        while True:
-            request = (
-                (f"Summary so far:\n{previous}\n\n" if previous else "")
-                + f"New conversation lines:\n{lines}\n\n"
-                + f"Write an updated summary of the whole conversation in at most {words} words. "
-                "Keep names, facts, promises and decisions."
-            )
-            prompt = [ChatMessage("system", SUMMARY_SYSTEM), ChatMessage("user", request)]
-            tokens = backend.tokenize(backend.render(prompt))
-            if len(tokens) <= room or len(lines) < 16:
-                break
-            lines = lines[len(lines) // 4 :]  # an oversized chunk: keep its newest part
-        sampling = SamplingParams(temperature=0.3, max_tokens=max_tokens, repeat_penalty=1.15)
-        stream = backend.stream(GenerationRequest(tokens, sampling, None))
-        try:
-            return (await stream.text()).strip()
-        except asyncio.CancelledError:
-            stream.cancel()
-            raise
+        """Queue a low-priority compaction of ``room`` if it needs one (or ``force``)."""
+        await self.summaries.schedule(room.conversation_id, room.ref.label, lambda: room.last_prompt, force)
 
 
 def _limited(limited: Limited) -> Outcome:
@@ -407,13 +305,4 @@ def mentions_wake_word(text: str, wake_words: list[str]) -> bool:
     return any(word and re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text, re.IGNORECASE) for word in wake_words)
 
 
-def clean_reply(text: str, persona_name: str) -> str:
-    """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
-    text = text.strip()
-    prefix = f"{persona_name}:"
-    if text.lower().startswith(prefix.lower()):
-        text = text[len(prefix) :].strip()
-    return text
-
-
-__all__ = ["Author", "Conversation", "Outcome", "mentions_wake_word"]
+__all__ = ["TRIGGER_MODES", "Conversation", "Outcome", "mentions_wake_word"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,15 @@ class IncomingMessage:
     addressed: bool = False
     attachments: tuple[Attachment, ...] = ()
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class SessionState(Protocol):
+    """Durable values an adapter keeps across restarts, such as a Matrix device id and sync token.
+
+    ``bot.py`` hands each adapter one of these, scoped to its account, so an adapter never
+    reaches the store itself (``engine.session_state.StoredSessionState`` is the real one).
+    """
+
+    async def get(self, name: str) -> str | None: ...
+
+    async def set(self, name: str, value: str) -> None: ...

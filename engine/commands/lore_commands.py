@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.commands.core import Command, CommandContext, Right
+from engine.prompting import room_lorebook
 from errors import CheckFailure, CommandError
 from personas import LoreEntry, check_macros, is_regex_key
 
@@ -19,7 +20,8 @@ MAX_IMPORT_BYTES = 20 * 1024 * 1024
 
 def commands(conv: Conversation) -> list[Command]:
     async def lore_list(ctx: CommandContext, args: list[str]) -> str:
-        persona = await conv.persona_for(ctx.room)
+        turn = await conv.room_turn(ctx.room)
+        persona = turn.persona
         lines = []
         for book in conv.personas.lorebooks_for(persona):
             keys = sorted({k for e in book.entries for k in e.keys})
@@ -28,7 +30,7 @@ def commands(conv: Conversation) -> list[Command]:
                 + ", ".join(keys[:15])
                 + (" …" if len(keys) > 15 else "")
             )
-        room_book = await conv.room_lorebook(await conv.room(ctx.room))
+        room_book = room_lorebook(turn.settings, turn.label)
         for number, entry in enumerate(room_book.entries, start=1):
             kind = "always" if entry.constant else ", ".join(entry.keys)
             lines.append(f"#{number} [{kind}] {entry.content[:80]}")

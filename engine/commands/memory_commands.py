@@ -25,8 +25,8 @@ def commands(conv: Conversation) -> list[Command]:
         if room.last_prompt is not None and backend is not None:
             prompt = room.last_prompt
             lines.append(
-                f"context: {prompt.token_count} of {prompt.budget} prompt tokens used "
-                f"(n_ctx {backend.spec.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
+                f"context: {prompt.token_count} of {prompt.budget} prompt tokens used (n_ctx "
+                f"{backend.spec.options.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
             )
         return "\n".join(lines)
 
@@ -50,7 +50,7 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def summarize(ctx: CommandContext, args: list[str]) -> str:
         room = await conv.room(ctx.room)
-        changed = await conv.summarizer.run(room.conversation_id, conv.history_budget(room), force=True)
+        changed = await conv.summaries.compact_now(room.conversation_id, room.last_prompt)
         summary = await conv.store.summary(room.conversation_id)
         if not changed or summary is None:
             return "nothing to summarize yet (the newest turns are always kept word for word)"

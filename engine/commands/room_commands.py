@@ -19,9 +19,8 @@ def commands(conv: Conversation) -> list[Command]:
         return conv.commands.help_text(ctx)
 
     async def settings_show(ctx: CommandContext, args: list[str]) -> str:
-        room = await conv.room(ctx.room)
-        settings = await conv.store.room_settings(room.conversation_id)
-        persona = await conv.persona_for(ctx.room)
+        turn = await conv.room_turn(ctx.room)
+        settings, persona = turn.settings, turn.persona
         sampling = ", ".join(f"{k}={v}" for k, v in sorted(settings.sampling.items())) or "model defaults"
         return (
             f"persona: {persona.name}\n"
@@ -58,6 +57,7 @@ def commands(conv: Conversation) -> list[Command]:
             f"queue: {conv.scheduler.depth} waiting"
             + (", generating now" if conv.scheduler.running_room else ""),
             f"uptime: {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
+            *(host.backend.details if host.backend else ()),  # a server's endpoint and health
         ]
         return "\n".join(lines)
 

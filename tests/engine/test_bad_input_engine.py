@@ -102,9 +102,7 @@ async def test_arbitrary_text_is_stored_exactly_and_never_crashes(small_app, cap
     assert small_app.host.loaded
 
     room = await conv.room(ref)
-    persona = await conv.persona_for(ref)
-    sampling = small_app.host.require().spec.sampling.merged({"max_tokens": 16})
-    prompt = await conv.build_prompt(room, persona, sampling)
+    prompt = await conv.prompts.build(small_app.host.require(), await conv.room_turn(ref), room.last_user, 16)
     assert prompt.token_count <= prompt.budget
     assert crashes(caplog.records) == []
 
@@ -135,8 +133,9 @@ async def test_classic_corpus_through_the_engine(small_app, caplog, monkeypatch)
     macro_ref = RoomRef("test", "macros")
     await conv.handle(IncomingMessage(macro_ref, MANAGER, MACROS, "x1", addressed=False))
     macro_room = await conv.room(macro_ref)
-    sampling = small_app.host.require().spec.sampling
-    prompt = await conv.build_prompt(macro_room, await conv.persona_for(macro_ref), sampling)
+    backend = small_app.host.require()
+    turn = await conv.room_turn(macro_ref)
+    prompt = await conv.prompts.build(backend, turn, macro_room.last_user, backend.spec.sampling.max_tokens)
     assert MACROS in prompt.messages[-1].content
 
     # the 200 KB line, addressed: cut to the window and answered; only a bounded part is ever tokenized

@@ -16,6 +16,7 @@ import yaml
 from adapters.matrix_adapter import MatrixAdapter
 from bot import App
 from config import HearthConfig
+from engine.session_state import StoredSessionState
 
 from .synapse import MatrixAccount, SynapseServer
 
@@ -66,7 +67,8 @@ async def start_bot(config: dict[str, Any]) -> Bot:
     parsed = HearthConfig.model_validate(config)
     app = App.build(parsed)
     await app.start()
-    adapter = MatrixAdapter(app.conversation, app.store, parsed.matrix)
+    session = StoredSessionState(app.store, "matrix", parsed.matrix.user_id)
+    adapter = MatrixAdapter(app.conversation, session, parsed.matrix)
     app.adapters.append(adapter)
     try:
         await adapter.start()

@@ -407,6 +407,7 @@ async def test_invites_from_other_users_are_declined(matrix_bot, matrix_user):
 async def test_an_unreachable_homeserver_fails_start_with_one_line(app, tmp_path):
     from adapters.matrix_adapter import MatrixAdapter
     from config import MatrixConfig
+    from engine.session_state import StoredSessionState
     from errors import ConfigError
 
     from .synapse import free_port
@@ -418,6 +419,7 @@ async def test_an_unreachable_homeserver_fails_start_with_one_line(app, tmp_path
         password="not-used",
         store_dir=str(tmp_path / "matrix"),
     )
-    adapter = MatrixAdapter(app.conversation, app.store, config, connect_timeout=3)
+    session = StoredSessionState(app.store, "matrix", config.user_id)
+    adapter = MatrixAdapter(app.conversation, session, config, connect_timeout=3)
     with pytest.raises(ConfigError, match=r"matrix.homeserver: could not reach http://127\.0\.0\.1:\d+"):
         await adapter.start()

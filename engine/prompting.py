@@ -1,0 +1,129 @@
+"""Building one turn's prompt: persona, lore, summary and recent turns, and the reply's sampling.
+
+Everything here takes its inputs explicitly: the loaded backend, the store, and a
+``RoomTurn`` snapshot read once at the start of the turn, so a reply reads the room's
+settings from the database once, however many parts of the prompt depend on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from engine.backend import ModelSpec
+from engine.context import AssembledPrompt, PromptTokenizer, Turn, assemble, capped, prompt_user
+from engine.sampling import SamplingParams
+from memory import MemoryStore, RoomSettings
+from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
+
+log = logging.getLogger(__name__)
+
+
+class PromptBackend(PromptTokenizer, Protocol):
+    """What prompt building needs of the loaded model: its window, template and tokenizer."""
+
+    spec: ModelSpec
+
+    def count_text_tokens(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class RoomTurn:
+    """A room's settings and the persona they select, read once for one turn (or one command)."""
+
+    conversation_id: int
+    label: str
+    settings: RoomSettings
+    persona: Persona
+
+
+def room_lorebook(settings: RoomSettings, label: str = "") -> Lorebook:
+    """Entries a room manager added to this room with ``lore add`` (kept in ``settings.extra``)."""
+    entries = []
+    for raw in settings.extra.get("lore", []):
+        try:
+            entries.append(LoreEntry.model_validate(raw))
+        except ValidationError:
+            log.warning("skipping an unreadable room lore entry in %s", label or "a room")
+    return Lorebook(name="room", entries=entries)
+
+
+def lore_for(
+    books: list[Lorebook], recent: list[str], count_tokens: Callable[[str], int]
+) -> tuple[list[ActivatedEntry], list[ActivatedEntry]]:
+    """(constant, keyword-activated) lore. Constant lore sits in the stable system prefix;
+    keyword lore changes turn by turn, so it goes late in the prompt."""
+    if not any(book.entries for book in books):
+        return [], []
+    active = activate(books, recent, count_tokens)
+    return [a for a in active if a.entry.constant], [a for a in active if not a.entry.constant]
+
+
+def reply_sampling(base: SamplingParams, persona: Persona, settings: RoomSettings) -> SamplingParams:
+    """The model's defaults, then the persona's, then the room's overrides, checked against the limits."""
+    return base.merged(persona.sampling.as_dict()).merged(settings.sampling).validated()
+
+
+def with_speaker_stops(sampling: SamplingParams, speakers: Iterable[str]) -> SamplingParams:
+    """Small models like to write the next user's line themselves; stop them there."""
+    stops = [f"\n{name}:" for name in sorted(speakers)]
+    return sampling.merged({"stop": [*sampling.stop, *stops]})
+
+
+def clean_reply(text: str, persona_name: str) -> str:
+    """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
+    text = text.strip()
+    prefix = f"{persona_name}:"
+    if text.lower().startswith(prefix.lower()):
+        text = text[len(prefix) :].strip()
+    return text
+
+
+class PromptBuilder:
+    """Fits a room's memory, persona and lore into the loaded model's window."""
+
+    def __init__(self, store: MemoryStore, personas: PersonaLibrary) -> None:
+        self.store = store
+        self.personas = personas
+
+    def lorebooks(self, turn: RoomTurn) -> list[Lorebook]:
+        """The persona's lorebooks, then the room's own entries."""
+        return [*self.personas.lorebooks_for(turn.persona), room_lorebook(turn.settings, turn.label)]
+
+    async def build(self, backend: PromptBackend, turn: RoomTurn, last_user: str, reserve: int) -> AssembledPrompt:
+        """The prompt for ``turn``, leaving ``reserve`` tokens of the window for the reply."""
+        persona = turn.persona
+        summary = await self.store.summary(turn.conversation_id)
+        after = summary.covers_through_id if summary else None
+        stored = await self.store.messages(turn.conversation_id, after_id=after)
+        n_ctx = backend.spec.options.n_ctx
+        turns = [Turn(m.role, m.author_name, capped(m.text, n_ctx)) for m in stored if m.role in ("user", "assistant")]
+        user = prompt_user(turns)  # stable in a group, so the evaluated prefix stays reusable
+        greeting = persona.render_greeting(user)
+        if greeting and summary is None:
+            turns.insert(0, Turn("assistant", persona.name, greeting))
+        constant, keyed = lore_for(self.lorebooks(turn), [t.text for t in turns], backend.count_text_tokens)
+        lore_before, lore_after = split_by_position(constant)
+        volatile = "\n\n".join(
+            part
+            for part in (
+                "\n\n".join(persona.render(a.entry.content, last_user).strip() for a in keyed),
+                persona.render_post_history(last_user),
+            )
+            if part
+        )
+        return await asyncio.to_thread(  # counting may be a server round trip (engine.remote_tokens)
+            assemble,
+            backend,
+            system=persona.render_system(user, lore_before, lore_after),
+            turns=turns,
+            n_ctx=n_ctx,
+            reserve=reserve,
+            summary=summary.text if summary else "",
+            volatile=volatile,
+        )
