@@ -12,11 +12,11 @@ SWAP_MODEL := models/gemma-3-270m-q4_k_m.gguf
 # An explicit -mno-amx-* wins over -march=native in GCC, whatever the order.
 NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16,)
 
-.PHONY: chat test setup lint bench
+.PHONY: chat test setup lint bench postgresql
 chat: setup
 	$(PY) bot.py chat
 
-test: setup $(SWAP_MODEL)
+test: setup $(SWAP_MODEL) postgresql
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
@@ -35,6 +35,17 @@ $(DEFAULT_MODEL): | $(STAMP)
 
 $(SWAP_MODEL): | $(STAMP)
 	$(PY) bot.py models pull gemma-3-270m
+
+# The memory tests also run on a throwaway PostgreSQL cluster (tests/memory/postgres.py). Debian keeps
+# initdb out of PATH, in /usr/lib/postgresql/N/bin. As root (CI), install the server when it is missing;
+# otherwise say once that those tests will skip. Nothing happens when PostgreSQL is already there.
+postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing PostgreSQL from Debian packages for the PostgreSQL store tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "PostgreSQL could not be installed: the PostgreSQL tests will skip"; \
+	else echo "PostgreSQL (initdb) not found and not root to install it: the PostgreSQL tests will skip"; fi
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -63,7 +63,8 @@ def make_intents() -> discord.Intents:
 
 
 def make_client(config: DiscordConfig, intents: discord.Intents | None = None) -> discord.Client:
-    """A plain client, or an auto-sharded one when ``shard_count`` is set (a number or ``auto``).
+    """A plain client, or an auto-sharded one when ``shard_count`` is set (a number or ``auto``),
+    connecting only ``shard_ids`` when those are given.
 
     The safe ``AllowedMentions`` is the client-wide default, so even a send that forgot to pass
     it cannot ping anyone; ``intents`` is for tests, which need the member cache.
@@ -72,6 +73,9 @@ def make_client(config: DiscordConfig, intents: discord.Intents | None = None) -
     if config.shard_count is None:
         return discord.Client(**options)
     shard_count = None if config.shard_count == "auto" else config.shard_count
+    # shard_ids: this process serves only these shards; others serve the rest (bot.py leases each one)
+    if config.shard_ids is not None:
+        options["shard_ids"] = list(config.shard_ids)
     return discord.AutoShardedClient(shard_count=shard_count, **options)
 
 
@@ -196,7 +200,7 @@ class DiscordAdapter:
         self.tree = app_commands.CommandTree(self.client)
         self.hearth = build_hearth_group(conversation, self.run_slash)
         self.tree.add_command(self.hearth)
-        self.tree.on_error = self._on_tree_error
+        self.tree.error(self._on_tree_error)
         self._own: RecentIds[int] = RecentIds(OWN_MESSAGES_KEPT)
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[Any]] = set()

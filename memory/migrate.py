@@ -19,6 +19,9 @@ from errors import StorageError
 from memory.database import WRITE_OPTION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# PostgreSQL advisory lock key held while migrating (a constant: every hearth process agrees on it).
+# SQLite needs none: the migration's BEGIN IMMEDIATE already lets one process at a time in.
+MIGRATION_LOCK_KEY = 0x6865617274680001
 
 
 def alembic_config(url: str | None = None, script_location: Path | str = MIGRATIONS_DIR) -> Config:
@@ -60,6 +63,8 @@ def upgrade_connection(connection: Connection, revision: str = "head", config: C
     try:
         connection.execution_options(**{WRITE_OPTION: True})
         with connection.begin():
+            if connection.dialect.name == "postgresql":  # processes starting together migrate one at a time
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             try:
                 command.upgrade(config, revision)
             except CommandError as exc:

@@ -1,4 +1,4 @@
-"""The memory store: conversations, messages, summaries, settings, users and adapter state.
+"""The memory store: conversations, messages, summaries, settings and adapter state.
 
 SQLAlchemy 2 async ORM over aiosqlite (or asyncpg: the SQL here stays portable). One
 method is one short transaction. Writes go one at a time through an asyncio lock, and
@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import CursorResult, Select, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -33,7 +34,7 @@ from memory.database import (
 )
 from memory.export import export_document
 from memory.migrate import upgrade
-from memory.schema import ConversationRow, MessageRow, PlatformStateRow, RoomSettingsRow, SummaryRow, UserRow
+from memory.schema import Base, ConversationRow, MessageRow, PlatformStateRow, RoomSettingsRow, SummaryRow
 from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
 __all__ = ["DEFAULT_DATABASE_URL", "MemoryStore"]
@@ -51,6 +52,10 @@ def clean_text(text: str) -> str:
     surrogate (a Matrix event can carry one through a JSON ``\\ud83d`` escape)."""
     return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
 
+# Named tuples of exception types, so a type checker can read the ``except`` clauses.
+_FAILURES: tuple[type[BaseException], ...] = (*DB_ERRORS, UnicodeError)
+_OPEN_FAILURES: tuple[type[BaseException], ...] = (*DB_ERRORS, OSError, ImportError)
+
 
 def _translated(
     method: Callable[Concatenate[MemoryStore, P], Awaitable[T]],
@@ -61,7 +66,7 @@ def _translated(
     async def wrapper(store: MemoryStore, /, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(store, *args, **kwargs)
-        except (*DB_ERRORS, UnicodeError) as exc:
+        except _FAILURES as exc:
             detail = getattr(exc, "orig", None) or exc  # the driver's own words, never the SQL or its parameters
             message = f"database error on {store.safe_url} in {method.__name__}: {type(exc).__name__}: {detail}"
             raise StorageError(mask(message, store._url), original=exc) from exc
@@ -96,7 +101,7 @@ def _settings(row: RoomSettingsRow | None) -> RoomSettings:
     return RoomSettings(row.persona, row.trigger_mode, dict(row.sampling or {}), dict(row.extra or {}))
 
 
-def _key_filter(key: ConversationKey) -> Select[tuple[int]]:
+def _key_filter(key: ConversationKey) -> Select[int]:
     return select(ConversationRow.id).where(
         ConversationRow.platform == key.platform,
         ConversationRow.room_id == key.room_id,
@@ -104,7 +109,7 @@ def _key_filter(key: ConversationKey) -> Select[tuple[int]]:
     )
 
 
-def _by_platform_id(conversation_id: int, platform_message_id: str) -> Select[tuple[MessageRow]]:
+def _by_platform_id(conversation_id: int, platform_message_id: str) -> Select[MessageRow]:
     """The newest row with that platform id (a platform may reuse an id after a resend)."""
     return (
         select(MessageRow)
@@ -142,7 +147,7 @@ class MemoryStore:
             return
         try:
             engine = open_engine(self._url)
-        except (*DB_ERRORS, OSError, ImportError) as exc:
+        except _OPEN_FAILURES as exc:
             message = f"cannot open the database {self.safe_url}: {type(exc).__name__}: {exc}"
             raise StorageError(mask(message, self._url), original=exc) from exc
         try:
@@ -293,7 +298,7 @@ class MemoryStore:
         return _message(row) if row else None
 
     async def _change(
-        self, conversation_id: int, query: Select[tuple[MessageRow]], apply: Callable[[MessageRow], None]
+        self, conversation_id: int, query: Select[MessageRow], apply: Callable[[MessageRow], None]
     ) -> StoredMessage | None:
         """Change one message; a summary that already folded it in no longer tells the truth."""
 
@@ -343,26 +348,6 @@ class MemoryStore:
 
         return await self._change(conversation_id, query, apply)
 
-    @_translated
-    async def set_platform_message_id(self, message_id: int, platform_message_id: str) -> None:
-        """Attach the platform's id once a stored reply has actually been sent."""
-
-        async def work(session: AsyncSession) -> None:
-            await session.execute(
-                update(MessageRow).where(MessageRow.id == message_id).values(platform_message_id=platform_message_id)
-            )
-
-        await self._write(work)
-
-    @_translated
-    async def set_token_count(self, message_id: int, count: int) -> None:
-        """Cache a count in the model's tokens, so context assembly need not tokenize again."""
-
-        async def work(session: AsyncSession) -> None:
-            await session.execute(update(MessageRow).where(MessageRow.id == message_id).values(token_count=count))
-
-        await self._write(work)
-
     # -- summaries ----------------------------------------------------------------------
 
     @_translated
@@ -376,25 +361,15 @@ class MemoryStore:
         """Insert or replace the room's summary; a fresh one is never stale."""
 
         async def work(session: AsyncSession) -> Summary:
-            row = await session.scalar(select(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
-            if row is None:
-                row = SummaryRow(conversation_id=conversation_id)
-                session.add(row)
-            row.text, row.covers_through_id, row.stale = clean_text(text), covers_through_id, False
-            row.updated_at = datetime.now(UTC)
-            await session.flush()
+            fresh = {"text": clean_text(text), "covers_through_id": covers_through_id, "stale": False}
+            fresh["updated_at"] = datetime.now(UTC)
+            await _upsert(session, SummaryRow, {"conversation_id": conversation_id}, fresh)
+            query = select(SummaryRow).where(SummaryRow.conversation_id == conversation_id)
+            row = await session.scalar(query.execution_options(populate_existing=True))
+            assert row is not None  # the upsert above wrote it in this transaction
             return _summary(row)
 
         return await self._write(work)
-
-    @_translated
-    async def mark_summary_stale(self, conversation_id: int) -> None:
-        async def work(session: AsyncSession) -> None:
-            await session.execute(
-                update(SummaryRow).where(SummaryRow.conversation_id == conversation_id).values(stale=True)
-            )
-
-        await self._write(work)
 
     @_translated
     async def clear_summary(self, conversation_id: int) -> None:
@@ -418,10 +393,9 @@ class MemoryStore:
         values = _checked_settings(changes)
 
         async def work(session: AsyncSession) -> RoomSettings:
-            row = await session.get(RoomSettingsRow, conversation_id)
-            if row is None:
-                row = RoomSettingsRow(conversation_id=conversation_id, sampling={}, extra={})
-                session.add(row)
+            empty: dict[str, Any] = {"sampling": {}, "extra": {}}
+            await _upsert(session, RoomSettingsRow, {"conversation_id": conversation_id}, empty, on_conflict={})
+            row = await session.get(RoomSettingsRow, conversation_id, populate_existing=True, with_for_update=True)
             for name, value in values.items():
                 setattr(row, name, value)
             await session.flush()
@@ -436,7 +410,9 @@ class MemoryStore:
         """Hard-delete the room's messages (deleted ones too) and its summary; settings stay."""
 
         async def work(session: AsyncSession) -> int:
-            result = await session.execute(delete(MessageRow).where(MessageRow.conversation_id == conversation_id))
+            result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+                delete(MessageRow).where(MessageRow.conversation_id == conversation_id)
+            )
             await session.execute(delete(SummaryRow).where(SummaryRow.conversation_id == conversation_id))
             return result.rowcount or 0
 
@@ -447,7 +423,7 @@ class MemoryStore:
         """Hard-delete one author's messages here. The summary may quote them, so it goes stale."""
 
         async def work(session: AsyncSession) -> int:
-            result = await session.execute(
+            result: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
                 delete(MessageRow).where(
                     MessageRow.conversation_id == conversation_id, MessageRow.author_id == author_id
                 )
@@ -481,29 +457,7 @@ class MemoryStore:
             conversation_id, key, _settings(settings), _summary(summary) if summary else None, map(_message, rows)
         )
 
-    # -- users and adapter state ----------------------------------------------------------
-
-    @_translated
-    async def upsert_user(self, platform: str, user_id: str, display_name: str) -> None:
-        display_name = clean_text(display_name)
-
-        async def work(session: AsyncSession) -> None:
-            row = await session.scalar(select(UserRow).where(UserRow.platform == platform, UserRow.user_id == user_id))
-            if row is None:
-                session.add(
-                    UserRow(platform=platform, user_id=user_id, display_name=display_name, updated_at=datetime.now(UTC))
-                )
-            elif row.display_name != display_name:
-                row.display_name, row.updated_at = display_name, datetime.now(UTC)
-
-        await self._write(work)
-
-    @_translated
-    async def display_name(self, platform: str, user_id: str) -> str | None:
-        async with self._read() as session:
-            return await session.scalar(
-                select(UserRow.display_name).where(UserRow.platform == platform, UserRow.user_id == user_id)
-            )
+    # -- adapter state ----------------------------------------------------------------------
 
     @_translated
     async def get_state(self, namespace: str, key: str) -> str | None:
@@ -515,13 +469,37 @@ class MemoryStore:
     @_translated
     async def set_state(self, namespace: str, key: str, value: str) -> None:
         async def work(session: AsyncSession) -> None:
-            row = await session.get(PlatformStateRow, (namespace, key))
-            if row is None:
-                session.add(PlatformStateRow(namespace=namespace, key=key, value=value))
-            else:
-                row.value = value
+            await _upsert(session, PlatformStateRow, {"namespace": namespace, "key": key}, {"value": value})
 
         await self._write(work)
+
+
+async def _upsert(
+    session: AsyncSession,
+    table: type[Base],
+    key: Mapping[str, Any],
+    values: Mapping[str, Any],
+    on_conflict: Mapping[str, Any] | None = None,
+) -> None:
+    """INSERT, or on a key clash UPDATE with ``on_conflict`` (default: ``values``; empty: leave the row).
+
+    One statement, so two processes writing the same key at once cannot both insert: a
+    select-then-insert would fail on PostgreSQL, where nothing holds the whole database's write lock.
+    """
+    dialect = session.get_bind().dialect.name
+    statement: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        statement = postgresql.insert(table).values({**key, **values})
+    elif dialect == "sqlite":
+        statement = sqlite.insert(table).values({**key, **values})
+    else:
+        raise StorageError(f"unsupported database dialect {dialect!r} (SQLite or PostgreSQL)")
+    changes = dict(values if on_conflict is None else on_conflict)
+    if changes:
+        statement = statement.on_conflict_do_update(index_elements=list(key), set_=changes)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(key))
+    await session.execute(statement)
 
 
 def _checked_settings(changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def run() -> None:
         run_on(connection)
         return
     url = config.get_main_option("sqlalchemy.url")
+    if url is None:
+        raise RuntimeError("alembic needs sqlalchemy.url or a connection (memory.migrate passes one)")
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, render_as_batch=True)
         with context.begin_transaction():

@@ -1,4 +1,4 @@
-"""Crash safety and concurrency on a real SQLite file."""
+"""Crash safety on a real SQLite file, and concurrency on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ asyncio.run(main())
 """
 
 
-async def test_sigkill_mid_write_loses_nothing_committed(db_path, db_url):
+async def test_sigkill_mid_write_loses_nothing_committed(db_path, sqlite_url):
+    db_url = sqlite_url
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER.format(root=str(ROOT), url=db_url)],
         stdout=subprocess.PIPE,
@@ -113,8 +114,8 @@ async def test_reads_run_while_writes_queue(store):
     assert await store.count_messages(room) == 30
 
 
-async def test_two_stores_on_one_file_never_report_a_lock(db_url):
-    """Two engines are two writers with separate locks, like the bot and a CLI command at once.
+async def test_two_stores_on_one_database_never_report_a_lock(db_url):
+    """Two engines are two writers with separate locks, like two bot processes, or the bot and a CLI command.
     Read-then-write transactions must wait for the file lock, not fail with "database is locked"."""
     first, second = MemoryStore(db_url), MemoryStore(db_url)
     await first.start()
@@ -125,7 +126,7 @@ async def test_two_stores_on_one_file_never_report_a_lock(db_url):
         async def churn(store: MemoryStore, tag: str) -> None:
             for i in range(40):
                 await store.save_summary(room, f"{tag}{i}", i)
-                await store.upsert_user("console", f"{tag}{i % 5}", f"{tag}-{i}")
+                await store.set_state("console", f"{tag}{i % 5}", f"{tag}-{i}")
                 await store.append(room, role="user", author_id=tag, author_name=tag, text=f"{tag}{i}")
 
         await asyncio.gather(*(churn(s, f"{s_i}{k}") for s_i, s in enumerate((first, second)) for k in "abc"))

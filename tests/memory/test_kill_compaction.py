@@ -32,12 +32,11 @@ CHILD = """
 import asyncio, sys, time
 sys.path.insert(0, {root!r})
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.engine import Engine
 
 from bot import App
 from config import HearthConfig
 from engine.types import Author, IncomingMessage, RoomRef
-from memory.schema import SummaryRow
 
 KILL_AT = {kill_at!r}
 
@@ -46,10 +45,9 @@ def say(*parts):
     print(*parts, flush=True)
 
 
-def hold_summary_commit(session, _flush_context):
-    # Inside the summary's transaction: the row's SQL has run in SQLite, the commit has not.
-    rows = [*session.new, *session.dirty]  # still the pre-flush lists in after_flush
-    if KILL_AT == "committing" and any(isinstance(row, SummaryRow) for row in rows):
+def hold_summary_commit(_conn, _cursor, statement, _params, _context, _executemany):
+    # Inside the summary's transaction: its upsert has run in SQLite, the commit has not.
+    if KILL_AT == "committing" and statement.lstrip().upper().startswith("INSERT INTO SUMMARIES"):
         say("IN_TRANSACTION")
         time.sleep(600)  # blocks the whole child: nothing can commit before the kill
 
@@ -96,7 +94,7 @@ async def main():
         return summary
 
     app.store.save_summary = traced_save
-    event.listen(Session, "after_flush", hold_summary_commit)
+    event.listen(Engine, "after_cursor_execute", hold_summary_commit)
     await conversation.schedule_summary(room, force=True)  # the engine's own compaction path
     await conversation.scheduler.wait_idle()
     say("FINISHED")  # the kill came too late: the test reports it
@@ -137,7 +135,8 @@ def run_child(tmp_path: Path, db_url: str, kill_at: str) -> tuple[dict[str, list
 
 
 @pytest.mark.parametrize("kill_at", ["generating", "committing", "saved"])
-async def test_sigkill_during_compaction_keeps_everything_committed(tmp_path, db_path, db_url, kill_at):
+async def test_sigkill_during_compaction_keeps_everything_committed(tmp_path, db_path, sqlite_url, kill_at):
+    db_url = sqlite_url
     if not SMOL.is_file():
         pytest.fail(f"{SMOL.name} is missing: run `make test` (it pulls the models)")
     seen, returncode, err = run_child(tmp_path, db_url, kill_at)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from pathlib import Path
@@ -86,12 +87,12 @@ async def test_a_database_at_0001_is_upgraded_with_its_rows_intact(tmp_path):
         new = await store.append(room, role="assistant", author_id="bot", author_name="B", text="new")
         assert new.id == 3
         await store.update_room_settings(room, persona="companion")  # tables of 0002 work
-        await store.upsert_user("discord", "u", "Old User")
         await store.set_state("discord", "k", "v")
         assert (await store.room_settings(room)).persona == "companion"
     finally:
         await store.close()
     assert alembic_current(path) == head_revision()
+    assert "leases" in tables(path) and "users" not in tables(path), "0003 dropped the never-written users table"
 
 
 async def test_start_on_a_fresh_file_lands_on_head_and_again_is_a_no_op(tmp_path):
@@ -197,3 +198,52 @@ async def test_a_batch_rebuild_of_conversations_does_not_cascade_into_messages(t
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM messages WHERE conversation_id = ?", (room,)).fetchone()[0] == 3
         assert "title" in {r[1] for r in conn.execute("PRAGMA table_info(conversations)")}
+
+
+async def pg_tables(url: str) -> set[str]:
+    engine = open_engine(parse_url(url))
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+            return {r[0] for r in rows}
+    finally:
+        await engine.dispose()
+
+
+async def test_an_empty_postgresql_database_migrates_to_head_down_and_up(pg_url):
+    assert await pg_tables(pg_url) == set(), "the fixture hands out an empty database"
+    store = MemoryStore(pg_url)
+    await store.start()
+    try:
+        async with store.engine.connect() as conn:
+            assert await conn.run_sync(current_revision) == head_revision()
+        room = await store.conversation_id(ConversationKey("matrix", "!pg"))
+        await store.append(room, role="user", author_id="u", author_name="U", text="on postgres")
+    finally:
+        await store.close()
+    assert {"conversations", "messages", "summaries", "room_settings", "platform_state", "leases"} <= await pg_tables(
+        pg_url
+    )
+    assert "users" not in await pg_tables(pg_url)
+    # alembic's own CLI path on PostgreSQL (env.py runs its own event loop, so off this one)
+    await asyncio.to_thread(command.downgrade, alembic_config(pg_url), "base")
+    assert await pg_tables(pg_url) <= {"alembic_version"}
+    await asyncio.to_thread(command.upgrade, alembic_config(pg_url), "head")
+    again = MemoryStore(pg_url)
+    await again.start()  # at head already: a no-op
+    try:
+        assert await again.find_conversation(ConversationKey("matrix", "!pg")) is None, "downgrade dropped the rows"
+    finally:
+        await again.close()
+
+
+async def test_processes_starting_together_on_an_empty_postgresql_database_migrate_once(pg_url):
+    """N bot processes started at once: the advisory lock lets one migrate while the others wait."""
+    stores = [MemoryStore(pg_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(s.start() for s in stores))
+        rooms = await asyncio.gather(*(s.conversation_id(ConversationKey("discord", "same")) for s in stores))
+        assert len(set(rooms)) == 1
+    finally:
+        for s in stores:
+            await s.close()

@@ -56,8 +56,8 @@ async def test_unstorable_characters_are_cleaned_not_fatal(store):
     assert (await store.messages(room))[0].text == "ab \ufffd end"
     await store.append(room, role="user", author_id="u", author_name="U", text="x", platform_message_id="p")
     assert (await store.edit_message(room, "p", "fixed\x00")).text == "fixed"
-    await store.upsert_user("matrix", "u", "Bad\ud800Name")
-    assert await store.display_name("matrix", "u") == "Bad\ufffdName"
+    await store.save_summary(room, "Bad\ud800Summary\x00", 1)
+    assert (await store.summary(room)).text == "Bad\ufffdSummary"
 
 
 storable = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=400)
