@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
 import json
 import logging
 import signal
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config import ConfigErrors, HearthConfig, load_config
+from config import ConfigErrors, DiscordConfig, HearthConfig, load_config
 from engine.catalog import pull
 from engine.commands.model_commands import model_details, model_table
 from engine.commands.persona_commands import persona_line
@@ -29,6 +31,7 @@ from engine.types import RoomRef
 from errors import HearthError, UserError
 from log_redaction import SecretRedactor, config_secrets
 from memory import ConversationKey, MemoryStore
+from memory.leases import Leases
 from personas import PersonaLibrary, export_card_png
 
 log = logging.getLogger("hearth")
@@ -46,6 +49,8 @@ class App:
     host: ModelHost
     conversation: Conversation
     adapters: list[Any] = field(default_factory=list)
+    leases: Leases | None = None  # the platform accounts this process serves (several processes, one database)
+    lost: list[asyncio.Task[None]] = field(default_factory=list)  # adapters closing after a lost lease
 
     @classmethod
     def build(cls, config: HearthConfig) -> App:
@@ -55,6 +60,7 @@ class App:
         host = ModelHost(ModelRegistry(settings.model))
         conversation = Conversation(settings, store, personas, host)
         host.use_pauser(conversation.scheduler)  # a model swap holds turns and waits for the running one
+        conversation.scheduler.use_capacity(lambda: host.max_concurrent)  # turns at once: the backend's say
         return cls(config, store, personas, host, conversation)
 
     async def start(self, model: str | None = None) -> None:
@@ -71,6 +77,8 @@ class App:
                 log.warning("%s did not close in %.0f s; leaving it", type(adapter).__name__, ADAPTER_CLOSE_TIMEOUT_S)
             except Exception as exc:
                 log.warning("closing %s failed: %s", type(adapter).__name__, exc)
+        if self.leases is not None:  # after the adapters: nobody else may serve an account we still do
+            await self.leases.close()
         await self.conversation.close()
         await self.host.close()
         await self.store.close()
@@ -134,12 +142,18 @@ async def cmd_run(args: argparse.Namespace, config: HearthConfig, redactor: Secr
 async def _serve(app: App, adapters: list[Any], redactor: SecretRedactor | None) -> None:
     """Start everything, then wait to be cancelled."""
     await app.start()
-    for make in adapters:
+    app.leases = Leases(app.config.database.url, on_lost=lambda name: _lost_account(app, name))
+    await app.leases.start()
+    for platform, make in adapters:
+        if not await claim_account(app.leases, app.config, platform):
+            continue
         adapter = make(app)
         app.adapters.append(adapter)  # appended before start(), so close() ends a start cut short
         if redactor is not None:
             redactor.watch(_live_token(adapter))
         await adapter.start()
+    if not app.adapters:
+        raise UserError("every enabled adapter is served by another process; nothing left to run here")
     log.info("hearth is running with %s; Ctrl-C stops it", ", ".join(type(a).__name__ for a in app.adapters))
     await asyncio.Event().wait()
 
@@ -154,16 +168,72 @@ def _live_token(adapter: Any) -> Callable[[], str | None]:
     return token
 
 
-def _enabled_adapters(config: HearthConfig) -> list[Any]:
-    factories = []
+def discord_account(token: str) -> str:
+    """The bot's user id, which a Discord token starts with (base64); a hash if it does not parse.
+    Never the token itself: lease names are logged and stored."""
+    head = token.split(".", 1)[0]
+    try:
+        user_id = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)).decode("ascii")
+    except (ValueError, UnicodeError):
+        user_id = ""
+    return user_id if user_id.isdigit() else "token-" + hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def discord_shards(config: DiscordConfig) -> list[int]:
+    """The shards a process would serve: its ``shard_ids``, all of a numeric ``shard_count``, or
+    shard 0 for one connection (and for ``auto``, whose count only Discord knows)."""
+    if config.shard_ids is not None:
+        return list(config.shard_ids)
+    return list(range(config.shard_count)) if isinstance(config.shard_count, int) else [0]
+
+
+async def claim_account(leases: Leases, config: HearthConfig, platform: str) -> bool:
+    """Lease the platform account before its adapter starts; say so in one line when another process has it.
+
+    For Discord each shard is its own lease, and the process keeps the shards it got.
+    """
+    if platform == "matrix":
+        if await leases.acquire(f"matrix:{config.matrix.user_id}"):
+            return True
+        log.warning("matrix account %s is served by another process; leaving Matrix off", config.matrix.user_id)
+        return False
+    token = config.discord.token.get_secret_value() if config.discord.token else ""
+    account = discord_account(token)
+    wanted = discord_shards(config.discord)
+    got = [shard for shard in wanted if await leases.acquire(f"discord:{account}:shard:{shard}")]
+    taken = ", ".join(str(shard) for shard in wanted if shard not in got)
+    if not got:
+        log.warning("discord account %s shard %s is served by another process; leaving Discord off", account, taken)
+        return False
+    if taken:
+        log.warning("discord account %s shard %s is served by another process; serving the others here", account, taken)
+        config.discord = config.discord.model_copy(update={"shard_ids": got})
+    return True
+
+
+def _lost_account(app: App, name: str) -> None:
+    """A lease slipped away (database gone, or a stall let it lapse): stop serving that platform."""
+    platform = name.split(":", 1)[0]
+    for adapter in app.adapters:
+        if type(adapter).__name__.lower().startswith(platform):
+            log.error("%s: lost the lease for %s; closing it so that two processes never answer", platform, name)
+            app.lost.append(asyncio.create_task(adapter.close(), name=f"close-{platform}"))
+
+
+def _enabled_adapters(config: HearthConfig) -> list[tuple[str, Callable[[App], Any]]]:
+    factories: list[tuple[str, Callable[[App], Any]]] = []
     if config.discord.enabled:
         from adapters.discord_adapter import DiscordAdapter
 
-        factories.append(lambda app: DiscordAdapter(app.conversation, app.config.discord))
+        factories.append(("discord", lambda app: DiscordAdapter(app.conversation, app.config.discord)))
     if config.matrix.enabled:
         from adapters.matrix_adapter import MatrixAdapter
+        from engine.session_state import StoredSessionState
 
-        factories.append(lambda app: MatrixAdapter(app.conversation, app.store, app.config.matrix))
+        def session(app: App) -> StoredSessionState:  # device and sync token, in the database
+            return StoredSessionState(app.store, "matrix", app.config.matrix.user_id)
+
+        factories.append(("matrix", lambda app: MatrixAdapter(app.conversation, session(app), app.config.matrix)))
     return factories
 
 
@@ -172,21 +242,22 @@ def check_references(config: HearthConfig) -> list[str]:
     problems: list[str] = []
     registry = ModelRegistry(config.engine_settings().model)
     try:
-        registry.info(registry.resolve(config.model.default))
+        registry.check_files(registry.resolve(config.model.default))
     except HearthError as exc:
         problems.append(f"model.default: {exc}")
     for index, override in enumerate(config.model.models):
         try:
-            registry.info(registry.resolve(override.name))
+            registry.check_files(registry.resolve(override.name))  # a server is asked by check_endpoints
         except HearthError as exc:
-            problems.append(f"model.models.{index}.path: {exc}")
+            key = "tokenizer" if override.endpoint else "path"
+            problems.append(f"model.models.{index}.{key}: {exc}")
     personas = PersonaLibrary([config.personas.dir])
     problems.extend(f"personas: {error}" for error in personas.errors)
     for name in personas.names():
         preferred = personas.get(name).model
         if preferred:
             try:
-                registry.info(registry.resolve(preferred))
+                registry.check_files(registry.resolve(preferred))
             except HearthError as exc:
                 problems.append(f"personas: {name} prefers model {preferred!r}: {exc}")
     try:
@@ -196,8 +267,23 @@ def check_references(config: HearthConfig) -> list[str]:
     return problems
 
 
+async def check_endpoints(config: HearthConfig) -> list[str]:
+    """Ask every configured server whether it answers; print what the ones that do serve."""
+    from engine.remote_backend import probe_endpoint
+
+    problems = []
+    for index, configured in enumerate(config.engine_settings().model.models):
+        if configured.remote is None:
+            continue
+        try:
+            print(f"model.models.{index}.endpoint: {await probe_endpoint(configured.remote)}")
+        except HearthError as exc:
+            problems.append(f"model.models.{index}.endpoint: {exc}")
+    return problems
+
+
 async def cmd_check(args: argparse.Namespace, config: HearthConfig) -> int:
-    problems = check_references(config)
+    problems = check_references(config) + await check_endpoints(config)
     for problem in problems:
         print(problem)
     if problems:
@@ -331,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.debug:
             level = getattr(logging, config.logging.level)
             logging.getLogger().setLevel(level if args.command == "run" else max(logging.WARNING, level))
+            logging.getLogger("httpx").setLevel(max(logging.WARNING, level))  # not a line per request to a server
         if args.command == "run":
             return asyncio.run(cmd_run(args, config, redactor))
         return asyncio.run(COMMANDS[args.command](args, config))

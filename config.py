@@ -24,6 +24,7 @@ from engine.settings import (
     MemorySettings,
     ModelOptions,
     ModelSettings,
+    RemoteEndpoint,
 )
 from errors import ConfigError
 from sampling_limits import range_problem, sampling_field
@@ -47,11 +48,34 @@ class SamplingConfig(_Section):
 
 
 class ModelOverride(_Section):
+    """A model entry: a local GGUF (``path``) or an OpenAI-compatible server (``endpoint``)."""
+
     name: str = Field(min_length=1)
-    path: Path
+    path: Path | None = None
+    endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
+    api_key: SecretStr | None = None
+    model: str | None = None  # the model's name on the server
+    tokenizer: Path | None = None  # a local GGUF whose vocab gives exact counts for a server
+    max_concurrent: int = Field(1, ge=1, le=256)
     n_ctx: int | None = Field(None, ge=256)
     chat_format: Literal["chatml", "gemma"] | None = None
     sampling: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _file_or_server(self) -> ModelOverride:
+        if (self.path is None) == (self.endpoint is None):
+            raise ValueError("path: give exactly one of path (a GGUF file) or endpoint (a server)")
+        if self.endpoint is None and (self.api_key or self.model or self.tokenizer):
+            raise ValueError("endpoint: api_key, model and tokenizer apply only to an endpoint entry")
+        return self
+
+    def configured(self) -> ConfiguredModel:
+        remote = None
+        if self.endpoint is not None:
+            key = self.api_key.get_secret_value() if self.api_key else None
+            url = self.endpoint.rstrip("/")
+            remote = RemoteEndpoint(url, key or None, self.model, self.tokenizer, self.max_concurrent)
+        return ConfiguredModel(self.name, self.path, self.n_ctx, self.chat_format, dict(self.sampling), remote)
 
     @field_validator("sampling")
     @classmethod
@@ -81,6 +105,7 @@ class ModelConfig(_Section):
     chat_format: Literal["chatml", "gemma"] | None = None
     state_cache_mb: int = Field(512, ge=0)
     state_cache_dir: Path | None = None
+    parallel: int = Field(1, ge=1, le=64)  # rooms generating at once (README "Many rooms at once")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     models: list[ModelOverride] = Field(default_factory=list)
 
@@ -126,11 +151,31 @@ class DiscordConfig(_Section):
     max_edits: int = Field(60, ge=1)
     dev_guild: str | None = None
     shard_count: int | Literal["auto"] | None = None
+    # The shards this process serves, when several processes split one bot (each shard is leased).
+    shard_ids: list[int] | None = None
 
     @model_validator(mode="after")
     def _token_when_enabled(self) -> DiscordConfig:
         if self.enabled and not (self.token and self.token.get_secret_value()):
             raise ValueError("token: required when discord is enabled")
+        return self
+
+    @model_validator(mode="after")
+    def _shards_within_count(self) -> DiscordConfig:
+        if isinstance(self.shard_count, int) and self.shard_count < 1:
+            raise ValueError(f"shard_count: must be >= 1 (got {self.shard_count})")
+        if self.shard_ids is None:
+            return self
+        if not isinstance(self.shard_count, int):
+            raise ValueError("shard_ids: needs a numeric shard_count (the total over all processes)")
+        if not self.shard_ids:
+            raise ValueError("shard_ids: must name at least one shard (leave it out to serve them all)")
+        if len(set(self.shard_ids)) != len(self.shard_ids):
+            raise ValueError("shard_ids: a shard is listed twice")
+        outside = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
+        if outside:
+            last = self.shard_count - 1
+            raise ValueError(f"shard_ids: {outside[0]} is not a shard of {self.shard_count} (0 to {last})")
         return self
 
 
@@ -191,9 +236,7 @@ class HearthConfig(_Section):
                 models_dir=m.models_dir,
                 options=ModelOptions(**m.model_dump(include=MODEL_OPTION_KEYS)),
                 sampling=sampling,
-                models=tuple(
-                    ConfiguredModel(o.name, o.path, o.n_ctx, o.chat_format, dict(o.sampling)) for o in m.models
-                ),
+                models=tuple(o.configured() for o in m.models),
             ),
             memory=MemorySettings(**self.memory.model_dump()),
             limits=LimitSettings(**self.limits.model_dump()),
@@ -255,7 +298,7 @@ def _format_validation(exc: ValidationError) -> list[ConfigError]:
 
 
 def _is_secret(path: str) -> bool:
-    return path.rsplit(".", 1)[-1] in ("token", "password", "access_token")
+    return path.rsplit(".", 1)[-1] in ("token", "password", "access_token", "api_key")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

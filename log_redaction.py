@@ -34,6 +34,7 @@ _LABELLED = re.compile(
 def config_secrets(config: HearthConfig) -> list[str]:
     """Every secret the config holds (``SecretStr`` fields), as plain strings."""
     values = [config.discord.token, config.matrix.password, config.matrix.access_token]
+    values += [m.api_key for m in config.model.models]
     return [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
 
 

@@ -1,8 +1,14 @@
 """The small interface every model backend implements.
 
-Capabilities are class attributes (``can_stream``), options are one frozen dataclass
-(``ModelOptions``), and generation is one streaming call. The engine talks to a backend
-only through this.
+Capabilities are class attributes (``can_stream``, ``kind``, ``max_concurrent``), options
+are one frozen dataclass (``ModelOptions``), and generation is one streaming call. The
+engine talks to a backend only through ``Backend``, which lists exactly what it uses:
+``engine.model_host`` builds one per model entry (in-process llama.cpp, or an
+OpenAI-compatible server), and ``engine.fake_backend`` stands in for policy tests.
+
+``tokenize`` and the counts are synchronous because context assembly needs them inside a
+search; a backend whose exact count needs I/O does it only off the event loop (see
+``engine.remote_backend``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from engine.chat_template import ChatMessage
+from engine.chat_template import ChatMessage, ChatTemplate
 from engine.gguf_meta import GGUFInfo
 from engine.reply import ReplyStream
 from engine.sampling import SamplingParams
@@ -28,11 +34,6 @@ class ModelSpec:
     options: ModelOptions = field(default_factory=ModelOptions)
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
-    @property
-    def n_ctx(self) -> int:
-        """The context window; context assembly reads it every turn."""
-        return self.options.n_ctx
-
 
 @dataclass(frozen=True)
 class GenerationRequest:
@@ -47,8 +48,24 @@ class Backend(Protocol):
     """A loaded model. ``load``/``close`` bracket its life; nothing happens in ``__init__``."""
 
     can_stream: ClassVar[bool]
+    kind: ClassVar[str]  # "local" | "remote" | "fake": shown by ``model info``
     spec: ModelSpec
-    info: GGUFInfo | None
+    info: GGUFInfo | None  # the GGUF header, where there is a local file
+    template: ChatTemplate | None  # how messages become a prompt
+    load_seconds: float
+
+    @property
+    def max_concurrent(self) -> int:
+        """Replies this backend generates at once; the scheduler runs up to this many turns."""
+        ...
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """Extra lines for ``model info`` and ``stats`` (a server's endpoint and health)."""
+        ...
+
+    @property
+    def loaded(self) -> bool: ...
 
     async def load(self) -> None: ...
 
@@ -60,4 +77,12 @@ class Backend(Protocol):
 
     def count_tokens(self, messages: Sequence[ChatMessage]) -> int: ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a bare text (lore, a stored message), without BOS or template."""
+        ...
+
     def stream(self, request: GenerationRequest) -> ReplyStream: ...
+
+    def invalidate_room(self, room: str) -> None:
+        """Forget what is cached for a room whose prompt prefix changed (a new summary)."""
+        ...

@@ -5,6 +5,9 @@ scheduler holds new turns, frees the old model, loads the new one, and proves it
 with a one-token health check. Any failure reloads the previous model, so the bot
 never ends up with no model. The scheduler comes in through the ``Pauser`` protocol,
 wired by ``bot.py``: the host knows nothing of conversations.
+
+Backends come from a factory chosen per entry (a local GGUF or a server), so a swap
+between an in-process model and a remote one is the same drain, check and roll-back.
 """
 
 from __future__ import annotations
@@ -18,15 +21,26 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Protocol
 
-from engine.backend import GenerationRequest
+from engine.backend import Backend, GenerationRequest, ModelSpec
 from engine.chat_template import ChatMessage
-from engine.llama_backend import LlamaBackend
 from engine.registry import ModelEntry, ModelRegistry
 from engine.sampling import SamplingParams
 from errors import HearthError, ModelError, UserError
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], Awaitable[None]]
+BackendFactory = Callable[[ModelEntry, ModelSpec], Backend]
+
+
+def build_backend(entry: ModelEntry, spec: ModelSpec) -> Backend:
+    """A server entry gets the OpenAI-compatible backend; a file gets llama.cpp in-process."""
+    if entry.remote is not None:
+        from engine.remote_backend import RemoteBackend
+
+        return RemoteBackend(spec, entry.remote)
+    from engine.llama_backend import LlamaBackend
+
+    return LlamaBackend(spec)
 
 
 async def _quiet(_: str) -> None:
@@ -55,9 +69,12 @@ class Pauser(Protocol):
 class ModelHost:
     """Owns the current backend; everything that loads or frees a model goes through here."""
 
-    def __init__(self, registry: ModelRegistry, pauser: Pauser | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, pauser: Pauser | None = None, factory: BackendFactory = build_backend
+    ) -> None:
         self.registry = registry
-        self.backend: LlamaBackend | None = None
+        self.factory = factory  # a seam: policy tests pass one that builds a FakeBackend
+        self.backend: Backend | None = None
         self.entry: ModelEntry | None = None
         self._swap_lock = asyncio.Lock()
         self._pauser = pauser  # None until wired: nothing generates, so nothing to wait for
@@ -87,7 +104,12 @@ class ModelHost:
     def loaded(self) -> bool:
         return self.backend is not None and self.backend.loaded
 
-    def require(self) -> LlamaBackend:
+    @property
+    def max_concurrent(self) -> int:
+        """Turns the loaded backend runs at once (1 with none loaded); the scheduler reads it."""
+        return max(self.backend.max_concurrent, 1) if self.backend is not None else 1
+
+    def require(self) -> Backend:
         if self.backend is None or not self.backend.loaded:
             raise UserError("no model is loaded; an operator can run: model load NAME")
         return self.backend
@@ -100,12 +122,15 @@ class ModelHost:
         ``paths=False`` accepts registered models only (see ``ModelRegistry.resolve``).
         """
         entry = self.registry.resolve(name, paths=paths)
-        info = self.registry.info(entry)  # raises a clear ModelError for a missing or broken file
+        if entry.remote is None or entry.remote.tokenizer is not None:
+            kind = self.registry.info(entry).architecture  # a clear ModelError for a missing or broken file
+        else:
+            kind = f"server {entry.remote.url}"
         problem = self.memory_problem(entry)
         if problem is not None:
             raise UserError(problem)
         async with self._swap_lock, self._paused(now):
-            return await self._swap(entry, info.architecture, progress)
+            return await self._swap(entry, kind, progress)
 
     @contextlib.asynccontextmanager
     async def _paused(self, now: bool) -> AsyncIterator[None]:
@@ -136,7 +161,7 @@ class ModelHost:
         return f"loading… done in {time.perf_counter() - started:.1f} s: {entry.name} is now active"
 
     async def _start(self, entry: ModelEntry) -> None:
-        backend = LlamaBackend(self.registry.spec_for(entry))
+        backend = self.factory(entry, self.registry.spec_for(entry))
         try:
             await backend.load()
             await self._health_check(backend)
@@ -148,7 +173,7 @@ class ModelHost:
             hook()
 
     @staticmethod
-    async def _health_check(backend: LlamaBackend) -> None:
+    async def _health_check(backend: Backend) -> None:
         tokens = backend.tokenize(backend.render([ChatMessage("user", "Hi")]))
         stream = backend.stream(GenerationRequest(tokens, SamplingParams(max_tokens=1, temperature=0.0)))
         await stream.text()

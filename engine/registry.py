@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.backend import ModelSpec
 from engine.catalog import ALIASES, CATALOG
 from engine.gguf_meta import GGUFInfo, read_gguf_info
-from engine.settings import ModelSettings
+from engine.settings import ModelSettings, RemoteEndpoint
 from errors import ModelError
 
 # llama.cpp's working buffers beyond weights and KV cache, measured loosely on CPU.
@@ -29,10 +29,12 @@ class ModelEntry:
     n_ctx: int | None = None
     sampling: dict | None = None
     source: str = "file"  # "file" | "config" | "catalog"
+    remote: RemoteEndpoint | None = None  # set: a server generates; ``path`` is its optional tokenizer
 
     @property
     def present(self) -> bool:
-        return self.path.is_file()
+        """A server counts as present: whether it answers is the health check's job."""
+        return self.remote is not None or self.path.is_file()
 
 
 class ModelRegistry:
@@ -55,13 +57,15 @@ class ModelRegistry:
                 if path.resolve() not in by_path:
                     found[path.stem.lower()] = ModelEntry(path.stem.lower(), path)
         for configured in self.settings.models:
+            remote = configured.remote
             found[configured.name.lower()] = ModelEntry(
                 configured.name.lower(),
-                configured.path,
+                configured.path or (remote.tokenizer if remote and remote.tokenizer else Path()),
                 configured.chat_format,
                 configured.n_ctx,
                 configured.sampling,
                 source="config",
+                remote=remote,
             )
         return sorted(found.values(), key=lambda e: e.name)
 
@@ -100,8 +104,10 @@ class ModelRegistry:
         return (entry.source == "catalog" and not target.exists()) or target.is_file()
 
     def info(self, entry: ModelEntry) -> GGUFInfo:
-        """Header metadata, cached per file version."""
-        if not entry.present:
+        """Header metadata, cached per file version (a server's: its ``tokenizer:`` GGUF)."""
+        if entry.remote is not None and entry.remote.tokenizer is None:
+            raise ModelError(f"model {entry.name} is served by {entry.remote.url}; it has no local file")
+        if not entry.path.is_file():
             hint = f"; run: python bot.py models pull {entry.name}" if entry.source == "catalog" else ""
             raise ModelError(f"model file {entry.path} does not exist{hint}")
         stat = entry.path.stat()
@@ -109,6 +115,11 @@ class ModelRegistry:
         if key not in self._info_cache:
             self._info_cache[key] = read_gguf_info(entry.path)
         return self._info_cache[key]
+
+    def check_files(self, entry: ModelEntry) -> None:
+        """Read the headers of what ``entry`` needs locally (a server entry: its tokenizer, if any)."""
+        if entry.remote is None or entry.remote.tokenizer is not None:
+            self.info(entry)
 
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
         """The configured options, with this model's own overrides (the one place they apply)."""
@@ -121,6 +132,8 @@ class ModelRegistry:
 
         The flash-attention prefill context has a KV cache of its own (and shares the weights).
         """
+        if entry.remote is not None:
+            return 0  # the server holds the weights; a vocab-only tokenizer is a few MB
         info = self.info(entry)
         options = self.spec_for(entry).options
         caches = 2 if options.flash_prefill and not options.flash_attn else 1
@@ -131,3 +144,24 @@ class ModelRegistry:
 
     def with_default(self, name: str) -> ModelRegistry:
         return ModelRegistry(replace(self.settings, default=name))
+
+
+def describe_remote(registry: ModelRegistry, entry: ModelEntry) -> str:
+    """``model info`` for a server entry: where it is and how its tokens are counted (no request made)."""
+    remote = entry.remote
+    assert remote is not None
+    options = registry.spec_for(entry).options
+    if remote.tokenizer is not None:
+        counting, template = f"exact, local tokenizer {remote.tokenizer}", f"from {remote.tokenizer.name}"
+    else:
+        counting = "the server's tokenize endpoint if it has one, else an estimate"
+        template = options.chat_format or "chatml"
+    lines = [
+        f"name: {entry.name}",
+        f"endpoint: {remote.url}, model {remote.model or 'the server default'}",
+        f"context: configured n_ctx {options.n_ctx}; up to {remote.max_concurrent} replies at once",
+        f"chat template: {template}",
+        f"token counts: {counting}",
+        f"api key: {'set' if remote.api_key else 'none'}",
+    ]
+    return "\n".join(lines)

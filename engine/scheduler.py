@@ -1,13 +1,16 @@
-"""Fair, bounded, one-at-a-time generation for a model shared by many rooms.
+"""Fair, bounded generation for a model shared by many rooms, up to N turns at once.
 
-Each room has at most one waiting turn: messages that arrive while it waits are
-coalesced into it (they are all stored; one reply covers them). Rooms are served
-round-robin in arrival order, so a chatty room cannot starve a quiet one. Background
-work (summaries) runs only when no reply is waiting, and yields to a reply that arrives.
-An optional prepare step runs before each turn is admitted, with nothing generating, so
-it may pause the scheduler itself (a model swap does) without waiting on its own turn.
-``paused_turns`` holds new turns and waits, without polling, for the running one to end.
-Time never appears here: timeouts are handed to ``asyncio.wait_for`` by the caller's job.
+Each room has at most one waiting turn and at most one running turn: messages that
+arrive while it waits are coalesced into it (they are all stored; one reply covers
+them). Rooms are served round-robin in arrival order, so a chatty room cannot starve a
+quiet one. N comes from ``capacity()`` before each admission: the loaded backend's
+``max_concurrent`` (1 for in-process llama.cpp, a server's configured batch width), so a
+model swap changes it between turns. Background work (summaries) runs only when no
+reply is waiting or running, and yields to a reply that arrives. An optional prepare
+step runs before each turn is admitted (one at a time), so it may pause the scheduler
+itself (a model swap does) without waiting on its own turn. ``paused_turns`` holds new
+turns and waits, without polling, for every running one to end. Time never appears
+here: a turn's timeout is handed to ``asyncio.timeout``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 ReplyJob = Callable[[str], Awaitable[ReplyStream]]
 BackgroundJob = Callable[[], Awaitable[None]]
 PrepareJob = Callable[[str], Awaitable[None]]
+Capacity = Callable[[], int]
 
 
 @dataclass
@@ -48,8 +52,17 @@ class Admission:
     position: int
 
 
+@dataclass
+class _Running:
+    """A turn that has started: its ticket, its reply once the job returns it, and its task."""
+
+    ticket: Ticket
+    task: asyncio.Task[None] | None = None
+    reply: ReplyStream | None = None
+
+
 class Scheduler:
-    """Runs reply jobs one at a time, fairly; see the module docstring for the rules."""
+    """Runs reply jobs fairly, up to ``capacity()`` at once; see the module docstring for the rules."""
 
     def __init__(
         self,
@@ -57,28 +70,30 @@ class Scheduler:
         max_queue: int = 32,
         timeout_s: float | None = None,
         prepare: PrepareJob | None = None,
+        capacity: Capacity = lambda: 1,
     ) -> None:
         self._run_reply = run_reply
         self._prepare = prepare
+        self._capacity = capacity
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self._waiting: OrderedDict[str, Ticket] = OrderedDict()
         self._background: OrderedDict[str, BackgroundJob] = OrderedDict()
         self._wake = asyncio.Event()
-        self._running_room: str | None = None
+        self._running: dict[str, _Running] = {}
         self._preparing: Ticket | None = None  # popped from the line, its prepare step running
-        self._running_reply: ReplyStream | None = None
-        self._running_ticket: Ticket | None = None
         self._running_background: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._resumed = asyncio.Event()  # cleared while any ``paused_turns`` block is open
         self._resumed.set()
         self._pauses = 0
-        self._turn_over = asyncio.Event()  # cleared while a reply turn runs (prepare excluded)
+        self._turn_over = asyncio.Event()  # cleared while any reply turn runs (prepare excluded)
         self._turn_over.set()
-        self.idle = asyncio.Event()
-        self.idle.set()
         self.completed = 0
+
+    def use_capacity(self, capacity: Capacity) -> None:
+        """Wire where N comes from (``Conversation`` passes its model host's ``max_concurrent``)."""
+        self._capacity = capacity
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -90,6 +105,10 @@ class Scheduler:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        turns = [turn.task for turn in self._running.values() if turn.task is not None]
+        for task in turns:
+            task.cancel()
+        await asyncio.gather(*turns, return_exceptions=True)
         for ticket in [*self._waiting.values(), *([preparing] if preparing else [])]:
             if not ticket.reply.done():
                 ticket.reply.set_exception(ModelError("the bot is shutting down"))
@@ -144,21 +163,27 @@ class Scheduler:
         return len(self._waiting)
 
     @property
+    def running_rooms(self) -> frozenset[str]:
+        return frozenset(self._running)
+
+    @property
     def running_room(self) -> str | None:
-        return self._running_room
+        """One room whose turn runs (the oldest), or None."""
+        return next(iter(self._running), None)
 
     def requesters(self, room_key: str) -> frozenset[str]:
         """Who asked for the room's running (else waiting) turn: they may stop their own reply."""
-        running = self._running_ticket
-        if running is not None and running.room_key == room_key:
-            return frozenset(running.requested_by)
+        running = self._running.get(room_key)
+        if running is not None:
+            return frozenset(running.ticket.requested_by)
         ticket = self._pending_ticket(room_key)
         return frozenset(ticket.requested_by) if ticket is not None else frozenset()
 
     def cancel(self, room_key: str) -> bool:
         """Stop a room's running reply, or drop its waiting turn. True if anything stopped."""
-        if self._running_room == room_key and self._running_reply is not None:
-            self._running_reply.cancel()
+        running = self._running.get(room_key)
+        if running is not None and running.reply is not None:
+            running.reply.cancel()
             return True
         ticket = self._waiting.pop(room_key, None) or self._prepared_ticket(room_key)
         if ticket is not None and not ticket.reply.done():
@@ -167,8 +192,10 @@ class Scheduler:
         return False
 
     def cancel_running(self) -> None:
-        if self._running_reply is not None:
-            self._running_reply.cancel()
+        """Stop every running reply and background job (a swap with ``now``, or shutdown)."""
+        for running in self._running.values():
+            if running.reply is not None:
+                running.reply.cancel()
         if self._running_background is not None:
             self._running_background.cancel()
 
@@ -176,10 +203,11 @@ class Scheduler:
 
     @contextlib.asynccontextmanager
     async def paused_turns(self) -> AsyncIterator[None]:
-        """Hold new turns and wait for the running one to end; turns resume when the block exits.
+        """Hold new turns and wait for every running one to end; turns resume when the block exits.
 
-        From the prepare step it returns at once: the turn being prepared has not started,
-        so a persona's model swap never waits on the turn that asked for it. Pauses nest.
+        From the prepare step it returns once the other rooms' turns end: the turn being
+        prepared has not started, so a persona's model swap never waits on the turn that
+        asked for it. Pauses nest.
         """
         self._pauses += 1
         self._resumed.clear()
@@ -190,9 +218,10 @@ class Scheduler:
             self._pauses -= 1
             if self._pauses == 0:
                 self._resumed.set()
+                self._wake.set()
 
     async def wait_running_turn(self) -> None:
-        """Until no reply turn runs (its reply drained and stored); for shutdown."""
+        """Until no reply turn runs (every reply drained and stored); for shutdown."""
         await self._turn_over.wait()
 
     # -- the loop ------------------------------------------------------------------------
@@ -200,34 +229,31 @@ class Scheduler:
     async def _loop(self) -> None:
         while True:
             await self._resumed.wait()
-            if self._waiting:
-                room_key, ticket = self._waiting.popitem(last=False)
-                await self._serve(room_key, ticket)
-            elif self._background:
+            self._wake.clear()  # anything that changes the picture below sets it again
+            ticket = self._next_ticket() if len(self._running) < max(self._capacity(), 1) else None
+            if ticket is not None:
+                await self._admit(ticket.room_key, ticket)
+                if not ticket.reply.done():  # else stopped while prepared or held by a pause
+                    self._start_turn(ticket)
+                continue
+            if not self._waiting and not self._running and self._background:
                 key, job = self._background.popitem(last=False)
                 await self._serve_background(key, job)
-            else:
-                self.idle.set()
-                self._wake.clear()
-                await self._wake.wait()
                 continue
-            self.idle.clear() if (self._waiting or self._background) else self.idle.set()
+            await self._wake.wait()
 
-    async def _serve(self, room_key: str, ticket: Ticket) -> None:
-        self.idle.clear()
-        await self._admit(room_key, ticket)
-        if ticket.reply.done():  # stopped while it was being prepared or held by a pause
-            return
-        self._running_room = room_key
-        self._running_ticket = ticket
+    def _next_ticket(self) -> Ticket | None:
+        """The longest-waiting turn of a room that is not generating now (one turn per room)."""
+        for room_key in self._waiting:
+            if room_key not in self._running:
+                return self._waiting.pop(room_key)
+        return None
+
+    def _start_turn(self, ticket: Ticket) -> None:
+        running = _Running(ticket)
+        self._running[ticket.room_key] = running
         self._turn_over.clear()
-        try:
-            await self._run_turn(room_key, ticket)
-        finally:
-            self._running_room = None
-            self._running_reply = None
-            self._running_ticket = None
-            self._turn_over.set()
+        running.task = asyncio.create_task(self._run_turn(running), name=f"turn-{ticket.room_key}")
 
     async def _admit(self, room_key: str, ticket: Ticket) -> None:
         """Prepare the turn, then wait out a pause that began meanwhile (a swap finishes first).
@@ -242,7 +268,18 @@ class Scheduler:
         finally:
             self._preparing = None
 
-    async def _run_turn(self, room_key: str, ticket: Ticket) -> None:
+    async def _run_turn(self, running: _Running) -> None:
+        room_key = running.ticket.room_key
+        try:
+            await self._generate(running)
+        finally:
+            del self._running[room_key]
+            if not self._running:
+                self._turn_over.set()
+            self._wake.set()
+
+    async def _generate(self, running: _Running) -> None:
+        ticket, room_key = running.ticket, running.ticket.room_key
         try:
             reply = await self._run_reply(room_key)
         except HearthError as exc:
@@ -252,7 +289,7 @@ class Scheduler:
             log.exception("preparing a reply for %s failed", room_key)
             ticket.reply.set_exception(ModelError(f"could not start the reply: {exc}", original=exc))
             return
-        self._running_reply = reply
+        running.reply = reply
         if not ticket.reply.done():
             ticket.reply.set_result(reply)
         try:
@@ -279,13 +316,12 @@ class Scheduler:
 
     @staticmethod
     async def _drain(reply: ReplyStream) -> None:
-        """Wait for the reply and its on_done hooks (the stored reply), so turns never overlap."""
+        """Wait for the reply and its on_done hooks (the stored reply): a room's turns never overlap."""
         with contextlib.suppress(HearthError):  # the adapter shows the error; the scheduler moves on
             await reply.text()
         await reply.settled()
 
     async def _serve_background(self, key: str, job: BackgroundJob) -> None:
-        self.idle.clear()
         self._running_background = asyncio.create_task(job(), name=f"background-{key}")
         try:
             await self._running_background
@@ -300,5 +336,5 @@ class Scheduler:
 
     async def wait_idle(self) -> None:
         """For tests and shutdown: wait until nothing is queued or running."""
-        while self._waiting or self._background or self._running_room or self._running_background or self._preparing:
+        while self._waiting or self._background or self._running or self._running_background or self._preparing:
             await asyncio.sleep(0.01)

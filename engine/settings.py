@@ -13,14 +13,29 @@ from engine.sampling import SamplingParams
 
 
 @dataclass(frozen=True)
+class RemoteEndpoint:
+    """An OpenAI-compatible server that generates for a model entry (``endpoint:`` in the config)."""
+
+    url: str  # the base URL, up to and including /v1
+    api_key: str | None = field(default=None, repr=False)  # never printed, never logged
+    model: str | None = None  # the name on the server; None: the server's only model
+    tokenizer: Path | None = None  # a local GGUF read vocab-only, for exact counts without the server
+    max_concurrent: int = 1  # rooms generating at once; the server batches them
+
+
+@dataclass(frozen=True)
 class ConfiguredModel:
-    """A model named in the config, with per-model overrides of the defaults."""
+    """A model named in the config, with per-model overrides of the defaults.
+
+    Either ``path`` (a local GGUF) or ``remote`` (a server) is set, never both.
+    """
 
     name: str
-    path: Path
+    path: Path | None
     n_ctx: int | None = None
     chat_format: str | None = None
     sampling: dict[str, Any] = field(default_factory=dict)
+    remote: RemoteEndpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,7 @@ class ModelOptions:
     chat_format: str | None = None  # None: the GGUF's own template, else a built-in guess
     state_cache_mb: int = 512
     state_cache_dir: Path | None = None
+    parallel: int = 1  # rooms generating at once in one context (engine.batch_decoder); 1: the single path
 
 
 @dataclass(frozen=True)
@@ -86,7 +102,6 @@ class EngineSettings:
     max_queue: int = 32
     generation_timeout_s: float = 180.0
     persona_models: bool = True  # swap to a persona's preferred model at its room's turn
-    max_message_chars: int = 8000
     model: ModelSettings = field(default_factory=ModelSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     limits: LimitSettings = field(default_factory=LimitSettings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.commands.core import Command, CommandContext, CommandResult, Right
-from engine.registry import ModelEntry, ModelRegistry
+from engine.registry import ModelEntry, ModelRegistry, describe_remote
 from errors import HearthError
 
 if TYPE_CHECKING:
@@ -26,6 +26,10 @@ def model_table(registry: ModelRegistry, active: str | None) -> str:
     rows = [header]
     for entry in registry.entries():
         marker = "*" if entry.name == active else ""
+        if entry.remote is not None:
+            ctx = str(registry.spec_for(entry).options.n_ctx)
+            rows.append((marker, entry.name, "server", "-", "-", ctx, "-", entry.remote.url, "-"))
+            continue
         if not entry.present:
             rows.append((marker, entry.name, "-", "-", "-", "-", "-", "not pulled", "-"))
             continue
@@ -52,6 +56,8 @@ def model_table(registry: ModelRegistry, active: str | None) -> str:
 
 
 def model_details(registry: ModelRegistry, entry: ModelEntry) -> str:
+    if entry.remote is not None:
+        return describe_remote(registry, entry)
     info = registry.info(entry)
     options = registry.spec_for(entry).options
     template = "from GGUF" if info.has_chat_template else f"none; using {options.chat_format or 'chatml'}"
@@ -71,7 +77,9 @@ def commands(conv: Conversation) -> list[Command]:
     host = conv.host
 
     async def list_models(ctx: CommandContext, args: list[str]) -> CommandResult:
-        return CommandResult(model_table(host.registry, host.entry.name if host.entry else None), table=True)
+        table = model_table(host.registry, host.entry.name if host.entry else None)
+        table += "".join(f"\n{line}" for line in (host.backend.details[:1] if host.backend else ()))
+        return CommandResult(table, table=True)
 
     async def info(ctx: CommandContext, args: list[str]) -> str:
         if args:
@@ -84,6 +92,7 @@ def commands(conv: Conversation) -> list[Command]:
         backend = host.backend
         if backend is not None and host.entry == entry:
             text += f"\nloaded in {backend.load_seconds:.2f} s; template format: {backend.template.name}"
+            text += "".join(f"\n{line}" for line in backend.details)
         return text
 
     async def load(ctx: CommandContext, args: list[str]) -> CommandResult:
