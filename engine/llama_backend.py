@@ -31,12 +31,13 @@ from typing import Any, ClassVar
 import llama_cpp
 
 from engine.backend import GenerationRequest, ModelSpec
+from engine.batch_decoder import BatchDecoder
 from engine.chat_template import ChatMessage, ChatTemplate, choose_format
 from engine.flash_prefill import FlashPrefill
 from engine.gguf_meta import GGUFInfo, read_gguf_info
 from engine.llama_log import route_llama_logs
 from engine.reasoning import ThinkFilter
-from engine.reply import Done, Failed, GenerationStats, ReasoningChunk, ReplyStream, TextChunk
+from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
 from engine.seq_state import read_sequence_state, write_sequence_state
 from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
 from errors import HearthError, ModelError
@@ -59,6 +60,8 @@ class LlamaBackend:
     """One loaded GGUF model and the one thread that drives it."""
 
     can_stream: ClassVar[bool] = True
+    kind: ClassVar[str] = "local"
+    details: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -67,6 +70,10 @@ class LlamaBackend:
         self.load_seconds: float = 0.0
         self._llm: Any = None
         self._prefill: FlashPrefill | None = None  # evaluates long cold prompts (worker thread)
+        # ``model.parallel`` > 1: rooms generate at once in one multi-sequence context.
+        self._decoder: BatchDecoder | None = None
+        self.max_concurrent: int = max(1, spec.options.parallel)  # the scheduler admits this many turns
+        self.banned_tokens: tuple[int, ...] = ()  # no reply may choose these (the benchmark bans EOS)
         self._executor: ThreadPoolExecutor | None = None
         # Tokenizing happens on the caller's thread (the vocab is read-only after load);
         # this lock only keeps it from racing a close() that frees the vocab.
@@ -106,6 +113,8 @@ class LlamaBackend:
             eos_token=self._token_text(self._llm.token_eos()),
             name=fmt,
         )
+        if self._decoder is not None:
+            self._decoder.template_stop = list(self.template.stop)
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s (%s) in %.2fs", self.spec.name, self.spec.path.name, self.load_seconds)
 
@@ -116,10 +125,12 @@ class LlamaBackend:
         # llama-cpp-python defaults to half the cores; prompt evaluation on a small CPU
         # wants all of them (measured: ~25% faster TTFT on 2 cores).
         threads = options.n_threads or os.cpu_count() or 1
+        batched = options.parallel > 1
         try:
             llm = Llama(
                 model_path=str(spec.path),
-                n_ctx=options.n_ctx,
+                # Batched, this context only tokenizes: the BatchDecoder's holds the rooms.
+                n_ctx=256 if batched else options.n_ctx,
                 n_threads=threads,
                 n_threads_batch=options.n_threads_batch or threads,
                 n_batch=options.n_batch,
@@ -131,6 +142,13 @@ class LlamaBackend:
             )
         except Exception as exc:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
+        if batched:
+            try:
+                self._decoder = BatchDecoder(llm, options.parallel, options.n_ctx, self.states)
+            except ValueError as exc:
+                llm.close()
+                raise ModelError(f"llama.cpp could not make {options.parallel} sequences: {exc}", original=exc) from exc
+            return llm
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
         if options.flash_prefill and not options.flash_attn:
             try:
@@ -175,10 +193,15 @@ class LlamaBackend:
 
     def _free(self) -> None:
         if self._llm is not None and self.states is not None:
+            if self._decoder is not None:
+                self._decoder.park_all()
             self._park_resident()
             self.states.flush()
         with self._lifecycle:
             llm, self._llm = self._llm, None
+            decoder, self._decoder = self._decoder, None
+            if decoder is not None:
+                decoder.close()  # before the weights it shares
             prefill, self._prefill = self._prefill, None
             if prefill is not None:
                 prefill.close()  # before the weights it shares
@@ -218,8 +241,26 @@ class LlamaBackend:
         if self._executor is None:
             reply.push(Failed(ModelError(f"model {self.spec.name} is not loaded")))
             return reply
+        decoder = self._decoder
+        if decoder is not None:
+            decoder.banned = self.banned_tokens
+            decoder.submit(request, reply, lambda: self._start_batch(decoder))
+            return reply
         self._executor.submit(self._generate, request, reply)
         return reply
+
+    def _start_batch(self, decoder: BatchDecoder) -> None:
+        """Run the batched decode loop on the worker thread (it returns when no turn is left)."""
+        executor = self._executor
+        if executor is not None:
+            executor.submit(decoder.run)
+
+    @property
+    def generating(self) -> int:
+        """Rooms generating right now (``stats``): up to ``max_concurrent``."""
+        if self._decoder is not None:
+            return self._decoder.generating
+        return int(self._current is not None)
 
     def _generate(self, request: GenerationRequest, reply: ReplyStream) -> None:
         self._current = reply
@@ -276,6 +317,7 @@ class LlamaBackend:
             stop=stop,
             seed=sampling.seed,
             stream=True,
+            logits_processor=self._ban_processor() if self.banned_tokens else None,
         )
         try:
             for chunk in chunks:
@@ -311,6 +353,16 @@ class LlamaBackend:
             restored_state=restored,
             prefilled_tokens=prefilled,
         )
+
+    def _ban_processor(self) -> Any:
+        """A logits processor that rules out ``banned_tokens`` (the benchmark's fixed-length replies)."""
+        banned = list(self.banned_tokens)
+
+        def ban(_ids: Any, scores: Any) -> Any:
+            scores[banned] = -float("inf")
+            return scores
+
+        return llama_cpp.LogitsProcessorList([ban])
 
     def _worth_prefilling(self, tokens: list[int], reused: int) -> bool:
         """A long new stretch, at least as long as the cache it attends back to.
@@ -417,9 +469,4 @@ class LlamaBackend:
         if self.states is not None and self._executor is not None:
             self._executor.submit(self.states.invalidate, room)
 
-    @staticmethod
-    def _emit(reply: ReplyStream, visible: str, reasoning: str) -> None:
-        if visible:
-            reply.push_threadsafe(TextChunk(visible))
-        if reasoning:
-            reply.push_threadsafe(ReasoningChunk(reasoning))
+    _emit = staticmethod(push_split)

@@ -30,7 +30,7 @@ class ThinkFilter:
                 self._buffer = self._buffer[index + len(tag) :]
                 self._thinking = not self._thinking
                 continue
-            keep = _partial_tag_suffix(self._buffer, tag)
+            keep = partial_tag_suffix(self._buffer, tag)
             emit = self._buffer[: len(self._buffer) - keep]
             (reasoning if self._thinking else visible).append(emit)
             self._buffer = self._buffer[len(emit) :]
@@ -43,7 +43,7 @@ class ThinkFilter:
         return ("", rest) if self._thinking else (rest, "")
 
 
-def _partial_tag_suffix(text: str, tag: str) -> int:
+def partial_tag_suffix(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for size in range(min(len(tag) - 1, len(text)), 0, -1):
         if text.endswith(tag[:size]):

@@ -68,6 +68,14 @@ class Failed:
 
 
 Event = TextChunk | ReasoningChunk | Done | Failed
+
+
+def push_split(reply: ReplyStream, visible: str, reasoning: str) -> None:
+    """Hand a ThinkFilter's (visible, reasoning) pieces over from a worker thread, skipping empty ones."""
+    if visible:
+        reply.push_threadsafe(TextChunk(visible))
+    if reasoning:
+        reply.push_threadsafe(ReasoningChunk(reasoning))
 DoneHook = Callable[["ReplyStream"], Awaitable[None] | None]
 
 

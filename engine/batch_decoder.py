@@ -1,0 +1,398 @@
+"""Many rooms generating at once in one llama context: hearth's own continuous-batching loop.
+
+The context has ``parallel`` sequences with split KV (each its own cells and attention:
+measured faster than unified KV on a CPU with long persona prompts, README "Many rooms at
+once"). Each room that generates holds a sequence, and its cells stay there after the
+turn, so rooms taking turns reuse their prefix without a park and restore. Only when a
+room needs a sequence that another room's idle cells hold are those parked in the
+StateCache (RAM LRU, then disk) and the newcomer's restored.
+
+One step decodes one batch: the next token of every streaming room, plus a chunk of each
+joining room's prompt, so a long cold prompt never freezes the rooms already streaming.
+A turn joins between steps and leaves when it ends. Worker thread only (``run``), except
+``submit``, which any thread may call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from engine.backend import GenerationRequest
+from engine.reasoning import ThinkFilter
+from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
+from engine.seq_state import read_sequence_state, write_sequence_state
+from engine.sequence_sampler import SequenceSampler, TextAssembler
+from engine.state_cache import RoomState, StateCache, common_prefix
+from errors import HearthError, ModelError
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens a joining room may add to a step while others stream: each step then costs
+# the streaming rooms one token's wait of about this many prompt tokens.
+JOIN_CHUNK = 64
+
+
+@dataclass
+class _Slot:
+    """One sequence of the context, and whose cells it holds."""
+
+    seq: int
+    room: str | None = None
+    tokens: list[int] = field(default_factory=list)  # the tokens whose cells are in the sequence
+    job: _Job | None = None
+    used_at: float = 0.0
+
+
+@dataclass
+class _Job:
+    """One turn: its prompt, its sampler, and how far it got."""
+
+    request: GenerationRequest
+    reply: ReplyStream
+    prompt: list[int]
+    stop: list[str]
+    slot: _Slot | None = None
+    sampler: SequenceSampler | None = None
+    text: TextAssembler | None = None
+    think: ThinkFilter = field(default_factory=ThinkFilter)
+    started: float = 0.0
+    first_token_at: float = 0.0
+    max_tokens: int = 0
+    reused: int = 0  # prompt tokens found in the sequence already
+    restored: bool = False
+    next_token: int = -1  # sampled, not yet evaluated
+    produced: int = 0
+    finish: str = ""
+
+    @property
+    def prompt_left(self) -> int:
+        assert self.slot is not None
+        return len(self.prompt) - len(self.slot.tokens) if self.next_token < 0 else 0
+
+
+class BatchDecoder:
+    """A context of ``parallel`` sequences on a loaded Llama's weights, driven step by step."""
+
+    def __init__(
+        self,
+        llm: Any,
+        parallel: int,
+        n_ctx: int,
+        states: StateCache | None,
+        stop: Sequence[str] = (),
+        unified: bool = False,
+    ) -> None:
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_seq_max = parallel
+        params.kv_unified = unified
+        params.n_ctx = n_ctx if unified else n_ctx * parallel  # split: every sequence gets n_ctx
+        params.no_perf = True
+        from llama_cpp import _internals
+
+        self._context = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+        self.ctx = self._context.ctx
+        self._memory = llama_cpp.llama_get_memory(self.ctx)
+        self._llm = llm
+        self.n_ctx = n_ctx
+        self.n_batch = int(params.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        self.states = states
+        self.template_stop = list(stop)
+        self.banned: tuple[int, ...] = ()  # tokens no reply may choose (the benchmark bans EOS)
+        self._slots = [_Slot(seq) for seq in range(parallel)]
+        self._incoming: deque[_Job] = deque()
+        self._waiting: deque[_Job] = deque()  # admitted, but every sequence is busy
+        self._lock = threading.Lock()
+        self._running = False
+        self._abortable: list[_Job] = []  # the jobs of a prompt-only step; the callback reads it
+        # Kept on the instance: llama.cpp holds only the C pointer.
+        self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
+        self._no_abort_callback = llama_cpp.ggml_abort_callback()  # NULL: llama.cpp skips the check
+        self._armed = False
+
+    @property
+    def generating(self) -> int:
+        """Rooms holding a sequence right now (for ``stats``)."""
+        return sum(1 for slot in self._slots if slot.job is not None)
+
+    # -- any thread ------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, reply: ReplyStream, start: Callable[[], None]) -> None:
+        """Queue a turn; ``start`` schedules ``run`` on the worker thread if it is not running."""
+        stop = list(dict.fromkeys([*self.template_stop, *request.sampling.stop]))
+        with self._lock:
+            self._incoming.append(_Job(request, reply, list(request.prompt_tokens), stop))
+            if self._running:
+                return
+            self._running = True
+        start()
+
+    # -- worker thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Step until no turn is left. Runs on the worker thread; other work waits behind it."""
+        while True:
+            with self._lock:
+                arrived = list(self._incoming)
+                self._incoming.clear()
+                if not arrived and not self._waiting and not any(s.job for s in self._slots):
+                    self._running = False
+                    return
+            try:
+                self._waiting.extend(arrived)
+                self._admit()
+                self._step()
+            except Exception as exc:  # never leave a reply hanging, whatever broke
+                log.exception("batched generation failed")
+                error = exc if isinstance(exc, HearthError) else ModelError(f"generation failed: {exc}", original=exc)
+                for job in [*self._waiting, *(s.job for s in self._slots if s.job)]:
+                    self._end(job, error)
+                self._waiting.clear()
+                self._reset()
+
+    def _admit(self) -> None:
+        """Give waiting turns a sequence, parking idle cells if needed, in arrival order."""
+        while self._waiting:
+            job = self._waiting[0]
+            if job.reply.cancelled:
+                self._waiting.popleft()
+                job.started = job.started or time.perf_counter()
+                self._end(job)
+                continue
+            slot = self._free_slot(job.request.room_key)
+            if slot is None:
+                return
+            self._waiting.popleft()
+            self._start(job, slot)
+
+    def _free_slot(self, room: str | None) -> _Slot | None:
+        free = [slot for slot in self._slots if slot.job is None]
+        if not free:
+            return None
+        own = next((slot for slot in free if room is not None and slot.room == room), None)
+        if own is not None:
+            return own
+        empty = next((slot for slot in free if not slot.tokens), None)
+        return empty or min(free, key=lambda slot: slot.used_at)
+
+    def _start(self, job: _Job, slot: _Slot) -> None:
+        job.started = time.perf_counter()  # TTFT includes parking and restoring room states
+        room = job.request.room_key
+        if len(job.prompt) + 1 > self.n_ctx:
+            self._end(job, ModelError(f"prompt of {len(job.prompt)} tokens does not fit n_ctx {self.n_ctx}"))
+            return
+        if slot.room != room or room is None:
+            self._park(slot)
+            slot.room = room
+            job.restored = self._restore(slot, job.prompt)
+        job.reused = min(common_prefix(slot.tokens, job.prompt), len(job.prompt) - 1)
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, job.reused, -1)
+        del slot.tokens[job.reused :]
+        slot.job, job.slot = job, slot
+        sampling = job.request.sampling
+        job.max_tokens = min(sampling.max_tokens, self.n_ctx - len(job.prompt))
+        job.sampler = SequenceSampler(sampling, self._n_vocab, self.banned)
+        job.text = TextAssembler(job.stop)
+
+    def _park(self, slot: _Slot) -> None:
+        """Save an idle sequence's cells under its room (if any), then empty it."""
+        if slot.room is not None and slot.tokens and self.states is not None:
+            previous = self.states.peek(slot.room)
+            data = read_sequence_state(self.ctx, reuse=previous.data if previous else None, seq_id=slot.seq)
+            if data:
+                self.states.put(slot.room, RoomState(tuple(slot.tokens), data))
+            else:
+                self.states.discard_ram(slot.room)
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        slot.tokens.clear()
+        slot.room = None
+
+    def _restore(self, slot: _Slot, prompt: list[int]) -> bool:
+        """Load the room's saved cells into the (empty) sequence if they share a prefix."""
+        if slot.room is None or self.states is None:
+            return False
+        state = self.states.get(slot.room)
+        if state is None or common_prefix(state.tokens, prompt) == 0:
+            return False
+        if not write_sequence_state(self.ctx, state.data, slot.seq):
+            log.warning("could not restore a room state; evaluating from scratch")
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            return False
+        slot.tokens[:] = state.tokens
+        return True
+
+    def park_all(self) -> None:
+        """Save every sequence's cells (at close), so the state cache can flush them to disk."""
+        for slot in self._slots:
+            if slot.job is None:
+                self._park(slot)
+
+    def _reset(self) -> None:
+        llama_cpp.llama_memory_clear(self._memory, False)
+        for slot in self._slots:
+            slot.tokens.clear()
+            slot.room = None
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _step(self) -> None:
+        """Decode one batch: every streaming room's next token, then prompt chunks of joiners."""
+        jobs = [slot.job for slot in self._slots if slot.job is not None]
+        for job in jobs:
+            if job.reply.cancelled:
+                job.finish = "cancelled"
+                self._end(job)
+        jobs = [job for job in jobs if job.slot is not None]
+        if not jobs:
+            return
+        rows: list[tuple[_Job, int]] = []  # (job, batch row) whose logits are sampled
+        n = 0
+        decoding = [job for job in jobs if job.next_token >= 0]
+        for job in decoding:
+            assert job.slot is not None
+            self._put(n, job.next_token, len(job.slot.tokens), job.slot.seq, True)
+            rows.append((job, n))
+            n += 1
+        budget = min(JOIN_CHUNK, self.n_batch - n) if decoding else self.n_batch
+        fed: dict[int, list[int]] = {}
+        for job in jobs:
+            if job.next_token >= 0 or budget <= 0:
+                continue
+            assert job.slot is not None
+            done = len(job.slot.tokens)
+            chunk = job.prompt[done : done + budget]
+            last = done + len(chunk) == len(job.prompt)
+            for offset, token in enumerate(chunk):
+                self._put(n, token, done + offset, job.slot.seq, last and offset == len(chunk) - 1)
+                n += 1
+            if last:
+                rows.append((job, n - 1))
+            fed[id(job)] = chunk
+            budget -= len(chunk)
+        self._batch.n_tokens = n
+        self._arm([] if decoding else jobs)
+        code = llama_cpp.llama_decode(self.ctx, self._batch)
+        self._abortable = []
+        if code == 2:  # the abort callback: every room in this prompt-only step was cancelled
+            for job in jobs:
+                assert job.slot is not None
+                llama_cpp.llama_memory_seq_rm(self._memory, job.slot.seq, len(job.slot.tokens), -1)
+                job.finish = "cancelled"
+                self._end(job)
+            return
+        if code != 0:
+            raise ModelError(f"llama_decode failed with code {code}")
+        for job in jobs:
+            assert job.slot is not None
+            if job.next_token >= 0:
+                job.slot.tokens.append(job.next_token)
+                job.next_token = -1
+            job.slot.tokens.extend(fed.get(id(job), ()))
+        for job, row in rows:
+            self._take(job, row)
+
+    def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
+
+    def _take(self, job: _Job, row: int) -> None:
+        """Sample the job's next token from batch row ``row`` and stream its text."""
+        assert job.sampler is not None and job.text is not None and job.slot is not None
+        token = job.sampler.sample(self.ctx, row)
+        if not job.first_token_at:
+            job.first_token_at = time.perf_counter()
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            job.finish = "stop"
+            self._end(job)
+            return
+        job.produced += 1
+        self._emit(job.reply, *job.think.feed(job.text.feed(self._piece(token))))
+        if job.text.stopped:
+            job.finish = "stop"
+        elif job.produced >= job.max_tokens:
+            job.finish = "length"
+        elif job.reply.cancelled:
+            job.finish = "cancelled"
+        else:
+            job.next_token = token
+            return
+        self._end(job)
+
+    def _piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if size < 0:
+            buffer = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:size]
+
+    def _end(self, job: _Job, error: HearthError | None = None) -> None:
+        """Take the job out of its sequence (its evaluated cells stay) and end its stream."""
+        slot, job.slot = job.slot, None
+        if slot is not None:
+            slot.job = None
+            slot.used_at = time.perf_counter()
+        if job.sampler is not None:
+            job.sampler.close()
+            job.sampler = None
+        if error is not None:
+            job.reply.push_threadsafe(Failed(error))
+            return
+        tail = job.text.flush() if job.text is not None else ""
+        self._emit(job.reply, *job.think.feed(tail))
+        self._emit(job.reply, *job.think.flush())
+        ended = time.perf_counter()
+        evaluated = (len(slot.tokens) if slot is not None else job.reused) - job.reused
+        job.reply.push_threadsafe(
+            Done(
+                GenerationStats(
+                    prompt_tokens=len(job.prompt),
+                    evaluated_prompt_tokens=max(min(evaluated, len(job.prompt) - job.reused), 0),
+                    completion_tokens=job.produced,
+                    ttft_s=(job.first_token_at or ended) - job.started,
+                    total_s=ended - job.started,
+                    finish_reason=job.finish or "cancelled",
+                    restored_state=job.restored,
+                )
+            )
+        )
+
+    def _arm(self, jobs: list[_Job]) -> None:
+        """Poll for a cancel inside ``llama_decode`` only in prompt-only steps.
+
+        The callback runs after every graph node and takes the GIL each time: nothing against
+        a prompt chunk, but ~10% of generation speed (see LlamaBackend._arm_abort). A step
+        with streaming rooms in it is short, and cancels are checked between steps.
+        """
+        self._abortable = jobs
+        if bool(jobs) != self._armed:
+            self._armed = bool(jobs)
+            callback = self._abort_callback if jobs else self._no_abort_callback
+            llama_cpp.llama_set_abort_callback(self.ctx, callback, None)
+
+    def _should_abort(self, _data: Any) -> bool:
+        """Called by llama.cpp between graph nodes: give up a prompt step nobody waits for."""
+        jobs = self._abortable
+        return bool(jobs) and all(job.reply.cancelled for job in jobs)
+
+    _emit = staticmethod(push_split)
+
+    def close(self) -> None:
+        """Free the batch and the context; must run before the model itself is freed."""
+        llama_cpp.llama_batch_free(self._batch)
+        self._context.close()

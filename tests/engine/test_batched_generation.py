@@ -1,0 +1,155 @@
+"""Several rooms generating at once in one context (``model.parallel`` > 1), on the real model.
+
+No timing asserts: what is checked is what the batch must never do (mix up sequences,
+drop a room, freeze the streaming rooms for a joiner's whole prompt), by text and by the
+order in which events arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from engine.backend import GenerationRequest, ModelSpec
+from engine.chat_template import ChatMessage
+from engine.llama_backend import LlamaBackend
+from engine.reply import Done, ReplyStream, TextChunk
+from engine.sampling import SamplingParams
+from engine.settings import ModelOptions
+
+GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+QUESTIONS = ["Name three fruits.", "What is the capital of France?", "Write a haiku about snow."]
+
+
+async def loaded(path: Path, parallel: int, **options) -> LlamaBackend:
+    options = ModelOptions(n_ctx=1024, n_threads=2, parallel=parallel, **options)
+    backend = LlamaBackend(ModelSpec("smollm2", path, options))
+    await backend.load()
+    return backend
+
+
+@pytest.fixture
+async def batched(smol_path):
+    backend = await loaded(smol_path, 3)
+    yield backend
+    await backend.close()
+
+
+def prompt(backend: LlamaBackend, text: str, system: str = "You are a helpful assistant.") -> list[int]:
+    return backend.tokenize(backend.render([ChatMessage("system", system), ChatMessage("user", text)]))
+
+
+async def arrivals(reply: ReplyStream, log: list[tuple[str, object]], name: str) -> None:
+    """Record every event of ``reply`` in one shared log, in the order they reach the loop."""
+    async for event in reply.events():
+        log.append((name, event))
+
+
+async def test_rooms_at_once_get_the_text_they_get_alone(batched, smol_path):
+    prompts = [prompt(batched, q) for q in QUESTIONS]
+    alone = [await batched.stream(GenerationRequest(p, GREEDY, f"alone-{i}")).text() for i, p in enumerate(prompts)]
+    replies = [batched.stream(GenerationRequest(p, GREEDY, f"together-{i}")) for i, p in enumerate(prompts)]
+    together = await asyncio.gather(*(reply.text() for reply in replies))
+    assert all(text.strip() for text in alone)
+    assert list(together) == alone
+    assert len(set(alone)) == len(alone), "each room answers its own question"
+    single = await loaded(smol_path, 1)
+    try:
+        serial = [await single.stream(GenerationRequest(p, GREEDY, f"s-{i}")).text() for i, p in enumerate(prompts)]
+    finally:
+        await single.close()
+    assert serial == alone, "the batched loop samples as the single path does"
+
+
+async def test_cancelled_room_stops_and_the_others_go_on(batched):
+    batched.banned_tokens = (batched._llm.token_eos(),)  # every reply runs to max_tokens
+    sampling = SamplingParams(temperature=0.0, max_tokens=48)
+    replies = [batched.stream(GenerationRequest(prompt(batched, q), sampling, q)) for q in QUESTIONS]
+    async for _ in replies[1]:
+        replies[1].cancel()
+        break
+    await asyncio.gather(*(reply.text() for reply in replies))
+    stats = [reply.stats for reply in replies]
+    assert stats[1].finish_reason == "cancelled" and stats[1].completion_tokens < 48
+    assert [s.finish_reason for s in (stats[0], stats[2])] == ["length", "length"]
+    assert stats[0].completion_tokens == stats[2].completion_tokens == 48
+
+
+async def test_a_long_cold_prompt_joins_without_freezing_the_streaming_room(batched):
+    batched.banned_tokens = (batched._llm.token_eos(),)
+    log: list[tuple[str, object]] = []
+    story = SamplingParams(temperature=0.0, max_tokens=160)
+    streaming = batched.stream(GenerationRequest(prompt(batched, "Tell a long story."), story, "a"))
+    watch_a = asyncio.create_task(arrivals(streaming, log, "a"))
+    while sum(1 for name, _ in log if name == "a") < 3:
+        await asyncio.sleep(0.01)
+    lore = " ".join(f"Fact {i}: the tower of Myr has {i} bells." for i in range(60))
+    cold = prompt(batched, "Which tower has bells?", system=lore)
+    assert len(cold) > 900, "the joiner's prompt must take many chunks (15 of 64 tokens)"
+    log.append(("joined", None))
+    joiner = batched.stream(GenerationRequest(cold, SamplingParams(temperature=0.0, max_tokens=8), "b"))
+    await asyncio.gather(arrivals(joiner, log, "b"), watch_a)
+    names = [name for name, _ in log]
+    joined, first_b = names.index("joined"), names.index("b")
+    during = [event for name, event in log[joined:first_b] if name == "a" and isinstance(event, TextChunk)]
+    assert len(during) >= 10, f"the streaming room got only {len(during)} chunks during the joiner's prompt"
+    assert isinstance(log[-1][1], Done) and joiner.stats.completion_tokens == 8
+    assert streaming.stats.completion_tokens == 160
+
+
+async def test_more_rooms_than_sequences_queue_and_are_served_in_order(smol_path):
+    backend = await loaded(smol_path, 2)
+    try:
+        log: list[tuple[str, object]] = []
+        replies = {
+            name: backend.stream(GenerationRequest(prompt(backend, q), GREEDY, name))
+            for name, q in zip("xyz", QUESTIONS, strict=True)
+        }
+        await asyncio.gather(*(arrivals(reply, log, name) for name, reply in replies.items()))
+        assert all(reply.stats.finish_reason in ("stop", "length") for reply in replies.values())
+        first_done = next(i for i, (_, event) in enumerate(log) if isinstance(event, Done))
+        z_first = next(i for i, (name, _) in enumerate(log) if name == "z")
+        assert z_first > first_done, "the third room waits for a sequence, then gets one"
+        assert all(name in "xy" for name, _ in log[:first_done])
+    finally:
+        await backend.close()
+
+
+async def test_a_parked_room_is_restored_with_its_prefix(smol_path, tmp_path):
+    backend = await loaded(smol_path, 2, state_cache_dir=tmp_path)
+    try:
+        system = " ".join(f"Fact {i}: the river has {i} fish." for i in range(30))
+        first = prompt(backend, "How many fish?", system=system)
+        reply = backend.stream(GenerationRequest(first, GREEDY, "parked"))
+        await reply.text()
+        for other in ("p", "q"):  # two other rooms take both sequences: "parked" is parked
+            await backend.stream(GenerationRequest(prompt(backend, "Hi", system=other), GREEDY, other)).text()
+        again = backend.stream(GenerationRequest(first, GREEDY, "parked"))
+        assert await again.text() == await reply.text()
+        assert again.stats.restored_state
+        assert again.stats.evaluated_prompt_tokens == 1, "only the last prompt token is evaluated again"
+    finally:
+        await backend.close()
+    # A fresh process finds it on disk.
+    backend = await loaded(smol_path, 2, state_cache_dir=tmp_path)
+    try:
+        warm = backend.stream(GenerationRequest(first, GREEDY, "parked"))
+        await warm.text()
+        assert warm.stats.restored_state and warm.stats.evaluated_prompt_tokens == 1
+    finally:
+        await backend.close()
+
+
+async def test_cancel_in_the_middle_of_a_lone_prompt(batched):
+    """A turn cancelled once it holds a sequence ends with no tokens, and the sequence stays usable."""
+    lore = " ".join(f"Fact {i}: the tower of Myr has {i} bells." for i in range(55))
+    reply = batched.stream(GenerationRequest(prompt(batched, "Bells?", system=lore), GREEDY, "m"))
+    while batched.generating == 0:  # the prompt's first chunk is being evaluated
+        await asyncio.sleep(0.001)
+    reply.cancel()
+    assert await reply.text() == ""
+    assert reply.stats.finish_reason == "cancelled" and reply.stats.completion_tokens == 0
+    after = batched.stream(GenerationRequest(prompt(batched, "Hello"), GREEDY, "m"))
+    assert (await after.text()).strip(), "the sequence works after the cancel"
