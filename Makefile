@@ -1,6 +1,6 @@
 # hearth: one command to set up and chat, one to set up and test.
 #   make chat   virtualenv in .venv + dependencies + default model, then a terminal chat
-#   make test   the same set-up (plus the swap-test model), then lint and the whole test suite
+#   make test   the same set-up (plus the swap-test model), then lint, type checks and the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,6 +18,7 @@ chat: setup
 
 test: setup $(SWAP_MODEL) postgresql
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 setup: $(STAMP) $(DEFAULT_MODEL)
@@ -49,6 +50,7 @@ postgresql:
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup $(SWAP_MODEL)
 	$(PY) -m bench.rooms

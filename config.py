@@ -234,7 +234,7 @@ class HearthConfig(_Section):
             model=ModelSettings(
                 default=m.default,
                 models_dir=m.models_dir,
-                options=ModelOptions(**m.model_dump(include=MODEL_OPTION_KEYS)),
+                options=ModelOptions(**m.model_dump(include=set(MODEL_OPTION_KEYS))),
                 sampling=sampling,
                 models=tuple(o.configured() for o in m.models),
             ),

@@ -42,7 +42,7 @@ class _Malformed(ValueError):
 
 
 class _Reader:
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data = memoryview(data)
         self.at = 0
 
@@ -61,7 +61,7 @@ class _Reader:
         return self.at == len(self.data)
 
 
-def transpose_values(state: bytes) -> bytes | None:
+def transpose_values(state: bytes | memoryview) -> bytes | None:
     """The same sequence state with V in the plain (transposed) layout, or None if it can't be."""
     try:
         reader = _Reader(state)

@@ -123,8 +123,11 @@ class ModelRegistry:
 
     def spec_for(self, entry: ModelEntry) -> ModelSpec:
         """The configured options, with this model's own overrides (the one place they apply)."""
-        overrides = {"n_ctx": entry.n_ctx, "chat_format": entry.chat_format}
-        options = replace(self.settings.options, **{k: v for k, v in overrides.items() if v is not None})
+        options = self.settings.options
+        if entry.n_ctx is not None:
+            options = replace(options, n_ctx=entry.n_ctx)
+        if entry.chat_format is not None:
+            options = replace(options, chat_format=entry.chat_format)
         return ModelSpec(entry.name, entry.path, options, self.settings.sampling.merged(entry.sampling))
 
     def estimate_bytes(self, entry: ModelEntry) -> int:

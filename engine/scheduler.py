@@ -19,8 +19,9 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.reply import ReplyStream
 from errors import BusyError, HearthError, ModelError, UserError
@@ -28,7 +29,7 @@ from errors import BusyError, HearthError, ModelError, UserError
 log = logging.getLogger(__name__)
 
 ReplyJob = Callable[[str], Awaitable[ReplyStream]]
-BackgroundJob = Callable[[], Awaitable[None]]
+BackgroundJob = Callable[[], Coroutine[Any, Any, None]]
 PrepareJob = Callable[[str], Awaitable[None]]
 Capacity = Callable[[], int]
 

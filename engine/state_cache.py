@@ -36,7 +36,7 @@ class RoomState:
     def size(self) -> int:
         """Bytes held, counting a view's whole buffer (read_sequence_state leaves headroom)."""
         held = self.data.obj if isinstance(self.data, memoryview) else self.data
-        return len(held) + 4 * len(self.tokens)
+        return memoryview(held).nbytes + 4 * len(self.tokens)
 
 
 def common_prefix(a: tuple[int, ...] | list[int], b: list[int]) -> int:

@@ -91,7 +91,8 @@ def commands(conv: Conversation) -> list[Command]:
         text = model_details(host.registry, entry)
         backend = host.backend
         if backend is not None and host.entry == entry:
-            text += f"\nloaded in {backend.load_seconds:.2f} s; template format: {backend.template.name}"
+            template = backend.template.name if backend.template else "none"
+            text += f"\nloaded in {backend.load_seconds:.2f} s; template format: {template}"
             text += "".join(f"\n{line}" for line in backend.details)
         return text
 
