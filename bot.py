@@ -18,7 +18,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from config import ConfigErrors, DiscordConfig, HearthConfig, load_config
 from engine.catalog import pull
@@ -27,7 +26,7 @@ from engine.commands.persona_commands import persona_line
 from engine.conversation import Conversation
 from engine.model_host import ModelHost
 from engine.registry import ModelRegistry
-from engine.types import RoomRef
+from engine.types import PlatformAdapter, RoomRef
 from errors import HearthError, UserError
 from log_redaction import SecretRedactor, config_secrets
 from memory import ConversationKey, MemoryStore
@@ -35,6 +34,7 @@ from memory.leases import Leases
 from personas import PersonaLibrary, export_card_png
 
 log = logging.getLogger("hearth")
+AdapterFactory = tuple[str, Callable[["App"], PlatformAdapter]]  # (platform, build it once the app exists)
 
 ADAPTER_CLOSE_TIMEOUT_S = 2.0  # SIGTERM must end the process within a few seconds, whatever a server does
 
@@ -48,7 +48,7 @@ class App:
     personas: PersonaLibrary
     host: ModelHost
     conversation: Conversation
-    adapters: list[Any] = field(default_factory=list)
+    adapters: list[PlatformAdapter] = field(default_factory=list)
     leases: Leases | None = None  # the platform accounts this process serves (several processes, one database)
     lost: list[asyncio.Task[None]] = field(default_factory=list)  # adapters closing after a lost lease
 
@@ -139,7 +139,7 @@ async def cmd_run(args: argparse.Namespace, config: HearthConfig, redactor: Secr
     return 0
 
 
-async def _serve(app: App, adapters: list[Any], redactor: SecretRedactor | None) -> None:
+async def _serve(app: App, adapters: list[AdapterFactory], redactor: SecretRedactor | None) -> None:
     """Start everything, then wait to be cancelled."""
     await app.start()
     app.leases = Leases(app.config.database.url, on_lost=lambda name: _lost_account(app, name))
@@ -158,11 +158,11 @@ async def _serve(app: App, adapters: list[Any], redactor: SecretRedactor | None)
     await asyncio.Event().wait()
 
 
-def _live_token(adapter: Any) -> Callable[[], str | None]:
+def _live_token(adapter: PlatformAdapter) -> Callable[[], str | None]:
     """The access token an adapter's client holds now (a Matrix password login makes a new one)."""
 
     def token() -> str | None:
-        value = getattr(getattr(adapter, "client", None), "access_token", None)
+        value = getattr(adapter.client, "access_token", None)
         return value if isinstance(value, str) else None
 
     return token
@@ -220,8 +220,8 @@ def _lost_account(app: App, name: str) -> None:
             app.lost.append(asyncio.create_task(adapter.close(), name=f"close-{platform}"))
 
 
-def _enabled_adapters(config: HearthConfig) -> list[tuple[str, Callable[[App], Any]]]:
-    factories: list[tuple[str, Callable[[App], Any]]] = []
+def _enabled_adapters(config: HearthConfig) -> list[AdapterFactory]:
+    factories: list[AdapterFactory] = []
     if config.discord.enabled:
         from adapters.discord_adapter import DiscordAdapter
 

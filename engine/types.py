@@ -87,3 +87,17 @@ class SessionState(Protocol):
     async def get(self, name: str) -> str | None: ...
 
     async def set(self, name: str, value: str) -> None: ...
+
+
+class PlatformAdapter(Protocol):
+    """What the wiring needs of a platform edge: async set-up in ``start``, clean-up in ``close``.
+
+    ``client`` is the platform client, read only to keep its live token out of the logs.
+    """
+
+    @property
+    def client(self) -> object: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from personas.macros import macro_problem
+from personas.macros import macro_checked
 
 Position = Literal["before_char", "after_char"]
 SelectiveLogic = Literal["and_any", "and_all", "not_any", "not_all"]
@@ -78,10 +78,7 @@ class LoreEntry(BaseModel):
     @field_validator("content")
     @classmethod
     def _content_macros(cls, value: str) -> str:
-        problem = macro_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return macro_checked(value)
 
 
 class Lorebook(BaseModel):

@@ -84,6 +84,14 @@ def check_macros(text: str, where: str = "") -> None:
         raise PersonaError(f"{where}: {problem}" if where else problem)
 
 
+def macro_checked(text: str) -> str:
+    """``text`` unchanged, or ValueError naming its first unknown macro: a pydantic validator's shape."""
+    problem = macro_problem(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
 def _stable_number(char: str, macro: str, occurrence: int, modulo: int) -> int:
     digest = hashlib.sha256(f"{char}\x00{macro}\x00{occurrence}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % modulo

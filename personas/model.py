@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from personas.macros import macro_problem, render_macros
+from personas.macros import macro_checked, macro_problem, render_macros
 from sampling_limits import sampling_field
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -132,10 +132,7 @@ class Persona(BaseModel):
     @field_validator(*_TEXT_FIELDS)
     @classmethod
     def _macros(cls, value: str) -> str:
-        problem = macro_problem(value)
-        if problem:
-            raise ValueError(problem)
-        return value
+        return macro_checked(value)
 
     @field_validator(*_TEXT_LIST_FIELDS)
     @classmethod
