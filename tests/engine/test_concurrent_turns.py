@@ -7,7 +7,6 @@ tests check scheduling and wiring only. Generation itself is tested on the real 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest_asyncio
 
@@ -22,39 +21,14 @@ def message(room: str, text: str) -> IncomingMessage:
     return IncomingMessage(room=RoomRef("test", room), author=ALICE, text=text, message_id=None, addressed=True)
 
 
-async def fake_app(tmp_path: Path, backend: FakeBackend):
-    from bot import App
-    from config import HearthConfig
-    from tests.conftest import MODELS
-
-    config = HearthConfig.model_validate(
-        {
-            "model": {"models_dir": str(MODELS)},
-            "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
-            "personas": {"dir": str(tmp_path / "personas")},
-        }
-    )
-    app = App.build(config)
-    app.host.factory = lambda entry, spec: backend
-    backend.enqueue(["Hi"])  # the load's health check
-    await app.start()
-    backend.history.clear()
-    return app
-
-
 @pytest_asyncio.fixture
-async def apps(tmp_path: Path):
+async def apps(fake_apps):
     """``await apps(n)``: a started App whose FakeBackend runs ``n`` replies at once."""
-    started = []
 
     async def make(max_concurrent: int):
-        backend = FakeBackend(max_concurrent=max_concurrent)
-        started.append(await fake_app(tmp_path, backend))
-        return started[-1], backend
+        return await fake_apps(max_concurrent=max_concurrent)
 
-    yield make
-    for app in started:
-        await app.close()
+    return make
 
 
 async def _two_rooms_at_once(app, backend: FakeBackend) -> int:

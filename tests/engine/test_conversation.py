@@ -1,4 +1,9 @@
-"""The engine end to end on the real model: triggers, memory, commands and permissions."""
+"""The engine end to end: triggers, memory, commands and permissions.
+
+Generation, model swaps and KV reuse run on the real model (the ``app`` fixture). Pure policy
+(triggers, coalescing, rights, settings and memory commands, stop) runs over a FakeBackend
+(``fake_app`` in tests/engine/conftest.py), with each reply the policy allows queued by hand.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ async def test_reply_is_generated_and_both_sides_stored(app):
     assert len(texts) == 2 and texts[1] == text.strip()
 
 
-async def test_triggers_wake_word_and_ignores_bots(app):
+async def test_triggers_wake_word_and_ignores_bots(fake_app):
+    app, backend = fake_app
+    backend.enqueue(["I am here."])
     quiet = await app.conversation.handle(message("just chatting among us", addressed=False))
     assert quiet.kind == "ignored"
     woken = await app.conversation.handle(message("hey hearth, are you there?", addressed=False))
@@ -43,30 +50,38 @@ async def test_triggers_wake_word_and_ignores_bots(app):
     assert from_bot.kind == "ignored"
     texts = await stored_texts(app)
     assert "just chatting among us" in texts and "Hearth, obey me" in texts, "every message is stored"
+    assert len(backend.history) == 1, "only the wake word reached the model"
 
 
-async def test_messages_arriving_while_queued_are_coalesced(app):
+async def test_messages_arriving_while_queued_are_coalesced(fake_app):
+    app, backend = fake_app
     conv = app.conversation
     other = RoomRef("test", "other")
+    busy = asyncio.Event()  # holds the other room's reply, so this room's turn waits in the queue
+    backend.enqueue(["Once upon a time..."], gate=busy)
+    backend.enqueue(["Two answers."])
     first = await conv.handle(message("Tell me a long story about the sea.", room=other))
     joined = []
     a = await conv.handle(message("first question"))
     joined.append(await conv.handle(message("second question")))
     assert first.kind == "reply" and a.kind == "reply"
     assert joined[0].kind == "joined" and joined[0].admission.ticket is a.admission.ticket
+    busy.set()
     await (await a.admission.ticket.reply).text()
     await conv.scheduler.wait_idle()
     texts = await stored_texts(app)
     assert texts[:2] == ["first question", "second question"]
     assert len(texts) == 3, "one reply covers both messages"
+    assert len(backend.history) == 2, "one generation per room"
 
 
-async def test_a_non_operator_model_load_changes_nothing(app):
+async def test_a_non_operator_model_load_changes_nothing(fake_app):
+    app, backend = fake_app
     conv = app.conversation
     before = conv.host.entry.name
     refused = await conv.run_command("model load gemma-3-270m", CommandContext(ROOM, ALICE))
     assert not refused.ok and "operator" in refused.text
-    assert conv.host.entry.name == before
+    assert conv.host.entry.name == before and conv.host.backend is backend
 
 
 async def test_operator_swap_and_rollback_on_a_corrupt_file(app, tmp_path):
@@ -84,8 +99,10 @@ async def test_operator_swap_and_rollback_on_a_corrupt_file(app, tmp_path):
     assert reply.stats.completion_tokens >= 1
 
 
-async def test_persona_set_needs_a_manager_and_changes_the_reply_prompt(app):
+async def test_persona_set_needs_a_manager_and_changes_the_reply_prompt(fake_app):
+    app, backend = fake_app
     conv = app.conversation
+    backend.enqueue(["You stand in a hall."])
     refused = await conv.run_command("persona set narrator", CommandContext(ROOM, ALICE))
     assert not refused.ok
     manager = Author("u2", "Mod", is_room_manager=True)
@@ -99,8 +116,10 @@ async def test_persona_set_needs_a_manager_and_changes_the_reply_prompt(app):
     assert "runs a fantasy text adventure" in room.last_prompt.messages[0].content
 
 
-async def test_memory_commands(app):
+async def test_memory_commands(fake_app):
+    app, backend = fake_app
     conv = app.conversation
+    backend.enqueue(["Noted: green tea."])
     await (await conv.reply_now(message("I like green tea.", mid="t1"))).text()
     await conv.scheduler.wait_idle()
     await conv.handle(message("Bob was here", author=Author("u9", "Bob"), addressed=False))
@@ -116,7 +135,8 @@ async def test_memory_commands(app):
     assert await stored_texts(app) == []
 
 
-async def test_edits_and_deletes_follow_the_user(app):
+async def test_edits_and_deletes_follow_the_user(fake_app):
+    app, _backend = fake_app
     conv = app.conversation
     await conv.handle(message("I live in Paris", mid="p1", addressed=False))
     assert await conv.message_edited(ROOM, "p1", "I live in Rome")
@@ -125,8 +145,11 @@ async def test_edits_and_deletes_follow_the_user(app):
     assert "I live in Rome" not in await stored_texts(app)
 
 
-async def test_stop_cancels_a_running_reply(app):
+async def test_stop_cancels_a_running_reply(fake_app):
+    """The stop command reaches the running reply; the real backend's cancel is tested in the swap test."""
+    app, backend = fake_app
     conv = app.conversation
+    backend.enqueue(["wave "] * 100_000)  # far longer than the test: only stop can end it
     outcome = await conv.handle(message("Write a very long poem about the ocean, at least 40 lines."))
     reply = await outcome.admission.ticket.reply
     async for _ in reply:

@@ -1,4 +1,7 @@
-"""Room managers add plain lore keys; regex keys, which can stall every room, need an operator."""
+"""Room managers add plain lore keys; regex keys, which can stall every room, need an operator.
+
+Pure rights policy: runs over a FakeBackend (tests/engine/conftest.py), no model loaded.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ MANAGER = Author("m", "Mod", is_room_manager=True)
 OPERATOR = Author("o", "Ops", is_operator=True)
 
 
-async def test_regex_lore_keys_need_an_operator(app):
-    conv = app.conversation
+async def test_regex_lore_keys_need_an_operator(fake_app):
+    conv = fake_app[0].conversation
     refused = await conv.run_command('lore add "/(a+)+$/" "Catastrophic backtracking"', CommandContext(ROOM, MANAGER))
     assert not refused.ok and "operator" in refused.text and "\n" not in refused.text
     assert "no lore here" in (await conv.run_command("lore list", CommandContext(ROOM, MANAGER))).text

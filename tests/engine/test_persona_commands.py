@@ -1,4 +1,8 @@
-"""Persona and lore commands through the command core, with the real card fixtures."""
+"""Persona and lore commands through the command core, with the real card fixtures.
+
+Commands need no model's words, so most tests run over a FakeBackend (``fake_app`` in
+tests/engine/conftest.py); the lore test checks where lore lands in a real prompt, on the real model.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ ADMIN = Author("a", "Admin", is_operator=True)
 USER = Author("u", "Ann")
 
 
-async def test_import_card_attachment_and_use_it(app, fixtures_dir):
+async def test_import_card_attachment_and_use_it(fake_app, fixtures_dir):
+    app, _backend = fake_app
     conv = app.conversation
     card = Attachment("Seraphina.png", "image/png", data=(fixtures_dir / "Seraphina.png").read_bytes())
     refused = await conv.run_command("persona import", CommandContext(ROOM, USER, (card,)))
@@ -27,7 +32,8 @@ async def test_import_card_attachment_and_use_it(app, fixtures_dir):
     assert "Eldoria" in listing.text or "entries" in listing.text
 
 
-async def test_bad_card_is_one_line_and_imports_nothing(app, tmp_path):
+async def test_bad_card_is_one_line_and_imports_nothing(fake_app, tmp_path):
+    app, _backend = fake_app
     conv = app.conversation
     before = conv.personas.names()
     junk = Attachment("card.png", "image/png", data=b"\x89PNG\r\n\x1a\nnot really a png")
@@ -72,8 +78,9 @@ def _yaml_card(text: str) -> Attachment:
     return Attachment("persona.yaml", "text/yaml", data=text.encode("utf-8"))
 
 
-async def test_chat_import_stays_in_the_persona_folder_and_reads_no_host_file(app, tmp_path):
+async def test_chat_import_stays_in_the_persona_folder_and_reads_no_host_file(fake_app, tmp_path):
     """A file from chat may name any path in ``avatar:``; the bot must not copy that host file."""
+    app, _backend = fake_app
     conv = app.conversation
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"host secret bytes")
@@ -87,7 +94,8 @@ async def test_chat_import_stays_in_the_persona_folder_and_reads_no_host_file(ap
     assert not any(b"host secret" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
 
 
-async def test_chat_import_never_overwrites_without_replace(app):
+async def test_chat_import_never_overwrites_without_replace(fake_app):
+    app, _backend = fake_app
     conv = app.conversation
     builtin = conv.personas.get("assistant").description
     shadow = _yaml_card("name: Assistant\ndescription: an impostor\n")
@@ -103,7 +111,8 @@ async def test_chat_import_never_overwrites_without_replace(app):
     assert replaced.ok and conv.personas.get("quill").description == "second"
 
 
-async def test_only_the_console_may_import_by_path(app, fixtures_dir):
+async def test_only_the_console_may_import_by_path(fake_app, fixtures_dir):
+    app, _backend = fake_app
     conv = app.conversation
     path = str(fixtures_dir / "Seraphina.png")
     remote = await conv.run_command(f"persona import {path}", CommandContext(ROOM, ADMIN))
@@ -120,7 +129,8 @@ def _chunks(png: bytes) -> dict[str, dict]:
     return {key: json.loads(base64.b64decode(texts[key])) for key in ("chara", "ccv3") if key in texts}
 
 
-async def test_list_shows_display_names_with_macros_resolved(app):
+async def test_list_shows_display_names_with_macros_resolved(fake_app):
+    app, _backend = fake_app
     conv = app.conversation
     folder = conv.settings.user_persona_dir
     folder.mkdir(parents=True, exist_ok=True)
@@ -135,7 +145,8 @@ async def test_list_shows_display_names_with_macros_resolved(app):
     assert "description: Quillon Marsh is a lighthouse keeper who waves at Ann." in shown.text
 
 
-async def test_show_lists_lorebook_entries(app, fixtures_dir):
+async def test_show_lists_lorebook_entries(fake_app, fixtures_dir):
+    app, _backend = fake_app
     conv = app.conversation
     card = Attachment("Seraphina.png", "image/png", data=(fixtures_dir / "Seraphina.png").read_bytes())
     assert (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (card,)))).ok
@@ -147,7 +158,8 @@ async def test_show_lists_lorebook_entries(app, fixtures_dir):
     assert f"[{', '.join(entry.keys)}] {first_words}" in shown.text
 
 
-async def test_chat_export_attaches_the_rooms_card(app, fixtures_dir):
+async def test_chat_export_attaches_the_rooms_card(fake_app, fixtures_dir):
+    app, _backend = fake_app
     conv = app.conversation
     card = Attachment("Seraphina.png", "image/png", data=(fixtures_dir / "Seraphina.png").read_bytes())
     assert (await conv.run_command("persona import", CommandContext(ROOM, ADMIN, (card,)))).ok
@@ -186,7 +198,8 @@ def test_personas_export_cli(config_file, fixtures_dir, tmp_path):
     assert missing.returncode == 1 and "unknown persona" in missing.stderr and "Traceback" not in missing.stderr
 
 
-async def test_chat_import_takes_a_charx_card(app, fixtures_dir):
+async def test_chat_import_takes_a_charx_card(fake_app, fixtures_dir):
+    app, _backend = fake_app
     import io
     import zipfile
 

@@ -1,15 +1,16 @@
-"""Rate limits through a real Conversation on the real model: notice once, silence, all stored."""
+"""Rate limits through a real Conversation: notice once, silence, all stored.
+
+Pure policy, so the model is a FakeBackend (tests/engine/conftest.py): each reply the policy
+allows is queued by hand, and ``backend.history`` shows which turns reached the model.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest_asyncio
 
 from engine.commands.core import CommandContext
 from engine.types import Author, IncomingMessage, RoomRef
 from errors import CooldownError
-from tests.conftest import MODELS
 
 ROOM = RoomRef("console", "limits")
 ALICE = Author("u1", "Alice")
@@ -28,40 +29,22 @@ class Clock:
         return self.now
 
 
-async def build_app(tmp_path: Path, limits: dict):
-    from bot import App
-    from config import HearthConfig
-
-    config = HearthConfig.model_validate(
-        {
-            "model": {"models_dir": str(MODELS), "n_threads": 2, "sampling": {"max_tokens": 24}},
-            "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
-            "personas": {"dir": str(tmp_path / "personas")},
-            "limits": limits,
-        }
+@pytest_asyncio.fixture
+async def user_limited(fake_apps):
+    clock = Clock()
+    application, backend = await fake_apps(
+        limits={"user_messages_per_minute": 6, "user_burst": 2, "room_replies_per_minute": 0}, clock=clock
     )
-    application = App.build(config)
-    application.conversation.clock = clock = Clock()
-    await application.start()
-    return application, clock
+    return application, clock, backend
 
 
 @pytest_asyncio.fixture
-async def user_limited(tmp_path, smol_path):
-    application, clock = await build_app(
-        tmp_path, {"user_messages_per_minute": 6, "user_burst": 2, "room_replies_per_minute": 0}
+async def room_limited(fake_apps):
+    clock = Clock()
+    application, backend = await fake_apps(
+        limits={"user_messages_per_minute": 0, "user_burst": 1, "room_replies_per_minute": 1}, clock=clock
     )
-    yield application, clock
-    await application.close()
-
-
-@pytest_asyncio.fixture
-async def room_limited(tmp_path, smol_path):
-    application, clock = await build_app(
-        tmp_path, {"user_messages_per_minute": 0, "user_burst": 1, "room_replies_per_minute": 1}
-    )
-    yield application, clock
-    await application.close()
+    return application, clock, backend
 
 
 def message(text: str, author: Author = ALICE, addressed: bool = True, mid: str | None = None):
@@ -74,7 +57,7 @@ async def stored_texts(app) -> list[str]:
 
 
 async def test_a_user_over_the_limit_is_told_once_then_silent_and_still_stored(user_limited):
-    app, clock = user_limited
+    app, clock, backend = user_limited
     conv = app.conversation
     # Commands count: two use up the burst of 2 without generating anything.
     for _ in range(2):
@@ -98,9 +81,11 @@ async def test_a_user_over_the_limit_is_told_once_then_silent_and_still_stored(u
     # The operator is never limited, on the chat path or the command path.
     for _ in range(5):
         assert (await conv.run_command("help", CommandContext(ROOM, ROOT))).ok
+    backend.enqueue(["Hello, Root."])
     root = await conv.handle(message("hi, I am root", author=ROOT, mid="m5"))
     assert root.kind == "reply"
-    await (await root.admission.ticket.reply).text()
+    assert await (await root.admission.ticket.reply).text() == "Hello, Root."
+    assert len(backend.history) == 1, "only the operator's message reached the model"
 
     # Once the bucket is full again, a new limited period brings a new notice.
     clock.now += 60
@@ -117,8 +102,9 @@ async def test_a_user_over_the_limit_is_told_once_then_silent_and_still_stored(u
 
 
 async def test_the_room_reply_cap_stores_without_replying(room_limited):
-    app, _clock = room_limited
+    app, _clock, backend = room_limited
     conv = app.conversation
+    backend.enqueue(["Hello!"])
     async with conv.scheduler.paused_turns():  # so the second message finds the first turn still waiting
         first = await conv.handle(message("Hi! Say hello.", author=ALICE, mid="r1"))
         joined = await conv.handle(message("and hello from me", author=BOB, mid="r2"))
@@ -133,3 +119,4 @@ async def test_the_room_reply_cap_stores_without_replying(room_limited):
     assert quiet.kind == "limited" and quiet.notice is None, "one notice per room per period"
     texts = await stored_texts(app)
     assert texts == ["Hi! Say hello.", "and hello from me", "my turn now", "hello?"]
+    assert len(backend.history) == 1, "one reply for the joined turn, none past the cap"
