@@ -123,6 +123,7 @@ class MemoryConfig(_Section):
     summarize_at: float = Field(0.75, gt=0.1, le=1.0)
     keep_recent_turns: int = Field(6, ge=1)
     summary_max_tokens: int = Field(200, ge=16, le=2048)
+    recall_tokens: int = Field(150, ge=0, le=4096)
 
 
 class EngineConfig(_Section):

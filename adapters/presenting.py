@@ -29,7 +29,8 @@ class Output(Protocol):
         """Aligned output that needs a monospace font to keep its columns."""
 
     async def send_notice(self, text: str) -> None:
-        """A short line about a chat message that gets no reply (busy, rate limited)."""
+        """A short line about a chat message: why it gets no reply (busy, rate limited), or that
+        its reply saw only part of it (too long to read whole)."""
 
     async def attach_files(self, files: tuple[Attachment, ...], *, ephemeral: bool) -> None:
         """Files that belong to the answer just sent."""
@@ -60,6 +61,8 @@ async def present_outcome(outcome: Outcome, out: Output) -> None:
     reply, already being presented for the message that started it, answers both.
     """
     if outcome.kind == "reply" and outcome.admission is not None:
+        if outcome.notice:
+            await out.send_notice(outcome.notice)
         await out.deliver_reply(outcome.admission)
     elif outcome.notice:
         await out.send_notice(outcome.notice)

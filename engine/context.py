@@ -11,14 +11,16 @@ exactly as its chat template renders it: never estimated from characters.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from engine.chat_template import ChatMessage
 from errors import ModelError
 
-TRUNCATION_NOTE = " … [message truncated to fit the context window]"
+# A message too long for the window keeps its beginning and its end (where a question usually is);
+# this marks the middle that was left out. The store always keeps the message whole.
+TRUNCATION_NOTE = "\n… [the middle of this long message was left out to fit the context window] …\n"
 # No token of a model's vocabulary is anywhere near this many characters long on average, so text
 # beyond ``MAX_CHARS_PER_TOKEN * n_ctx`` characters can never fit the window: it is cut before
 # tokenizing (a 200 KB message would otherwise stall the event loop for seconds).
@@ -65,10 +67,44 @@ class AssembledPrompt:
 PLACEHOLDER_USER = "User"  # SillyTavern's default user name
 
 
+def head_and_tail(text: str, keep: int) -> str:
+    """``text`` with only its first and last ``keep // 2`` characters, the cut marked, when longer."""
+    if len(text) <= keep:
+        return text
+    head = (keep + 1) // 2
+    tail = keep - head
+    return text[:head] + TRUNCATION_NOTE + (text[len(text) - tail :] if tail else "")
+
+
 def capped(text: str, n_ctx: int) -> str:
     """``text`` cut to what could ever fit an ``n_ctx`` window, marked when cut. The store keeps it whole."""
-    limit = n_ctx * MAX_CHARS_PER_TOKEN
-    return text if len(text) <= limit else text[:limit] + TRUNCATION_NOTE
+    return head_and_tail(text, n_ctx * MAX_CHARS_PER_TOKEN)
+
+
+def message_token_limit(n_ctx: int, reserve: int) -> int:
+    """Tokens one message may take in a prompt: half of what the window leaves after the reply.
+
+    A longer message would push every other turn (and the room's context) out of view, and its
+    prompt would take the longest to evaluate.
+    """
+    return max((n_ctx - reserve) // 2, 16)
+
+
+def fit_message(text: str, limit: int, count_tokens: Callable[[str], int]) -> str:
+    """``text``, or its beginning and end in at most ``limit`` tokens, with the middle marked as left out.
+
+    Call it on ``capped`` text: it tokenizes a bounded amount, several times. Never on the event loop.
+    """
+    if len(text.encode("utf-8")) <= limit or count_tokens(text) <= limit:  # a token is at least a byte
+        return text
+    low, high = 0, len(text) - 1  # `low` characters always fit (the note alone is far below any limit)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if count_tokens(head_and_tail(text, middle)) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return head_and_tail(text, low) if low < len(text) else text
 
 
 def defuse_markup(text: str) -> str:
@@ -183,17 +219,17 @@ def assemble(
 
 
 def _truncate_newest(parts: _Parts, tokens_for, budget: int) -> bool:
-    """Cut the newest turn's text to the longest prefix that fits, and say so in the text."""
+    """Cut the newest turn's text to its longest beginning and end that fit, and say so in the text."""
     newest = parts.turns[-1]
-    low, high = 0, len(newest.text)
+    low, high = 0, len(newest.text) - 1  # the whole text does not fit: that is why we are here
     while low < high:
         middle = (low + high + 1) // 2
-        parts.turns[-1] = Turn(newest.role, newest.speaker, newest.text[:middle] + TRUNCATION_NOTE)
+        parts.turns[-1] = Turn(newest.role, newest.speaker, head_and_tail(newest.text, middle))
         if len(tokens_for(1)) <= budget:
             low = middle
         else:
             high = middle - 1
-    parts.turns[-1] = Turn(newest.role, newest.speaker, newest.text[:low] + TRUNCATION_NOTE)
+    parts.turns[-1] = Turn(newest.role, newest.speaker, head_and_tail(newest.text, low))
     return True
 
 

@@ -28,19 +28,28 @@ from engine.context import AssembledPrompt
 from engine.limits import Limited, RateLimiter
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
-from engine.prompting import PromptBuilder, RoomTurn, clean_reply, reply_sampling, with_speaker_stops
+from engine.prompting import (
+    LONG_INPUT_NOTICE,
+    PromptBuilder,
+    RoomTurn,
+    clean_reply,
+    read_in_part,
+    reply_sampling,
+    with_speaker_stops,
+)
 from engine.reply import GenerationStats, ReplyStream
 from engine.scheduler import Admission, Scheduler
 from engine.settings import EngineSettings
 from engine.summaries import Summaries
 from engine.types import IncomingMessage, RoomRef
-from errors import BusyError, CooldownError, UserError
+from errors import BusyError, CooldownError, HearthError, UserError
 from memory import ConversationKey, MemoryStore, RoomSettings
 from personas import Persona, PersonaLibrary
 
 log = logging.getLogger(__name__)
 
 TRIGGER_MODES = ("mention", "all", "off")
+SHORT_MESSAGE_BYTES = 64  # fits any prompt: no need to count its tokens
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,7 @@ class Outcome:
 
     ``limited``: over a rate limit; the message was stored (a command was not run). ``notice``
     is set the first time in a limited period and None afterwards, when the bot stays silent.
+    A ``reply`` or ``joined`` outcome has a ``notice`` when the message was too long to read whole.
     """
 
     kind: Literal["ignored", "reply", "joined", "busy", "limited"]
@@ -94,7 +104,7 @@ class Conversation:
         self.last_stats: GenerationStats | None = None
         self.generated_tokens = 0
         self.generation_seconds = 0.0
-        self.prompts = PromptBuilder(store, personas)
+        self.prompts = PromptBuilder(store, personas, settings.memory.recall_tokens)
         self.summaries = Summaries(store, host, self.scheduler, settings.memory)
         self.summarizer = self.summaries.summarizer
 
@@ -159,7 +169,22 @@ class Conversation:
         except BusyError as exc:
             return Outcome("busy", notice=str(exc))
         admission.ticket.requested_by.add(msg.author.id)
-        return Outcome("joined" if admission.joined_existing else "reply", admission=admission)
+        notice = await self._long_input_notice(msg)
+        return Outcome("joined" if admission.joined_existing else "reply", admission=admission, notice=notice)
+
+    async def _long_input_notice(self, msg: IncomingMessage) -> str | None:
+        """One line for the sender when the prompt will show only the beginning and end of ``msg``."""
+        text = self._message_text(msg)
+        if len(text.encode("utf-8")) <= SHORT_MESSAGE_BYTES or not self.host.loaded:
+            return None
+        try:
+            backend = self.host.require()
+            turn = await self.room_turn(msg.room)
+            reserve = reply_sampling(backend.spec.sampling, turn.persona, turn.settings).max_tokens
+            in_part = await asyncio.to_thread(read_in_part, text, backend, reserve)
+        except HearthError:  # the reply itself will report what is wrong
+            return None
+        return LONG_INPUT_NOTICE if in_part else None
 
     async def remember(self, msg: IncomingMessage) -> None:
         """Store ``msg`` as context without answering it (history a bot sees when it joins late)."""

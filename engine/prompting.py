@@ -10,15 +10,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from pydantic import ValidationError
 
 from engine.backend import ModelSpec
-from engine.context import AssembledPrompt, PromptTokenizer, Turn, assemble, capped, prompt_user
+from engine.context import (
+    AssembledPrompt,
+    PromptTokenizer,
+    Turn,
+    assemble,
+    capped,
+    fit_message,
+    message_token_limit,
+    prompt_user,
+)
+from engine.recall import recall, recall_block
 from engine.sampling import SamplingParams
-from memory import MemoryStore, RoomSettings
+from memory import MemoryStore, RoomSettings, SearchHit
 from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,43 @@ def with_speaker_stops(sampling: SamplingParams, speakers: Iterable[str]) -> Sam
     return sampling.merged({"stop": [*sampling.stop, *stops]})
 
 
+LONG_INPUT_NOTICE = "That message was too long to read whole: I read its beginning and its end."
+
+
+def read_in_part(text: str, backend: PromptBackend, reserve: int) -> bool:
+    """True when a prompt shows only the beginning and end of ``text`` (blocking: tokenizes)."""
+    n_ctx = backend.spec.options.n_ctx
+    shown = capped(text, n_ctx)
+    return shown != text or fit_message(shown, message_token_limit(n_ctx, reserve), backend.count_text_tokens) != shown
+
+
+def _assemble_fitted(
+    backend: PromptBackend,
+    turns: list[Turn],
+    reserve: int,
+    recalled: tuple[list[SearchHit], int],
+    *,
+    system: str,
+    summary: str,
+    volatile: str,
+) -> AssembledPrompt:
+    """Each long turn cut to its beginning and end, recalled lines fitted to their budget, then the
+    prompt assembled (blocking: tokenizes)."""
+    n_ctx = backend.spec.options.n_ctx
+    limit = message_token_limit(n_ctx, reserve)
+    fitted = [Turn(t.role, t.speaker, fit_message(t.text, limit, backend.count_text_tokens)) for t in turns]
+    hits, recall_tokens = recalled
+    # a small window keeps most of its room for the conversation itself
+    block = recall_block(hits, min(recall_tokens, (n_ctx - reserve) // 8), backend.count_text_tokens)
+    volatile = "\n\n".join(part for part in (block, volatile) if part)
+    prompt = assemble(
+        backend, system=system, turns=fitted, n_ctx=n_ctx, reserve=reserve, summary=summary, volatile=volatile
+    )
+    if fitted and fitted[-1] != turns[-1]:
+        prompt = replace(prompt, truncated_newest=True)
+    return prompt
+
+
 def clean_reply(text: str, persona_name: str) -> str:
     """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
     text = text.strip()
@@ -87,9 +134,10 @@ def clean_reply(text: str, persona_name: str) -> str:
 class PromptBuilder:
     """Fits a room's memory, persona and lore into the loaded model's window."""
 
-    def __init__(self, store: MemoryStore, personas: PersonaLibrary) -> None:
+    def __init__(self, store: MemoryStore, personas: PersonaLibrary, recall_tokens: int = 0) -> None:
         self.store = store
         self.personas = personas
+        self.recall_tokens = recall_tokens  # 0: no recall
 
     def lorebooks(self, turn: RoomTurn) -> list[Lorebook]:
         """The persona's lorebooks, then the room's own entries."""
@@ -117,13 +165,14 @@ class PromptBuilder:
             )
             if part
         )
+        hits = await recall(self.store, turn.conversation_id, stored) if self.recall_tokens > 0 else []
         return await asyncio.to_thread(  # counting may be a server round trip (engine.remote_tokens)
-            assemble,
+            _assemble_fitted,
             backend,
+            turns,
+            reserve,
+            (hits, self.recall_tokens),
             system=persona.render_system(user, lore_before, lore_after),
-            turns=turns,
-            n_ctx=n_ctx,
-            reserve=reserve,
             summary=summary.text if summary else "",
             volatile=volatile,
         )

@@ -80,6 +80,7 @@ class MemorySettings:
     summarize_at: float = 0.75  # share of the history budget that triggers a compaction
     keep_recent_turns: int = 6  # always kept verbatim
     summary_max_tokens: int = 200
+    recall_tokens: int = 150  # old lines recalled into each prompt, at most; 0 turns recall off
 
 
 @dataclass(frozen=True)

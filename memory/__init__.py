@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from memory.database import DEFAULT_DATABASE_URL
 from memory.export import EXPORT_FORMAT
+from memory.recall_index import SearchHit
 from memory.store import MemoryStore
 from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
@@ -17,6 +18,7 @@ __all__ = [
     "ConversationKey",
     "MemoryStore",
     "RoomSettings",
+    "SearchHit",
     "StoredMessage",
     "Summary",
 ]

@@ -34,6 +34,7 @@ from memory.database import (
 )
 from memory.export import export_document
 from memory.migrate import upgrade
+from memory.recall_index import SearchHit, coverage, holding_statement, query_terms, rarity, search_statement
 from memory.schema import Base, ConversationRow, MessageRow, PlatformStateRow, RoomSettingsRow, SummaryRow
 from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
@@ -279,6 +280,35 @@ class MemoryStore:
             rows = (await session.scalars(query)).all()
         result = [_message(r) for r in rows]
         return result[::-1] if last is not None else result
+
+    @_translated
+    async def search(self, conversation_id: int, query: str, limit: int = 10) -> list[SearchHit]:
+        """This room's stored messages (deleted ones never) that share a word with ``query``, best first:
+        most of the query's words, then the index's own rank.
+
+        ``query`` is plain user text: it is never read as search syntax (``memory.recall_index``).
+        """
+        terms = query_terms(query)
+        if not terms or limit <= 0:
+            return []
+        dialect = self.engine.dialect.name
+        statement, match = search_statement(dialect, terms)
+        async with self._read() as session:
+            params = {"query": match, "conversation_id": conversation_id, "limit": min(limit * 4, 200)}
+            ranks = {row.id: rank for rank, row in enumerate(await session.execute(statement, params))}
+            if not ranks:
+                return []
+            rows = (await session.scalars(select(MessageRow).where(MessageRow.id.in_(ranks)))).all()
+            total = await session.scalar(
+                select(func.count()).where(MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False))
+            )
+            weights = {}
+            for term in terms:
+                holding, match = holding_statement(dialect, term)
+                count = (await session.execute(holding, {"query": match, "conversation_id": conversation_id})).scalar()
+                weights[term] = rarity(total or 0, count or 0)
+        hits = [SearchHit(r.id, r.created_at, r.author_name, r.role, r.text, coverage(weights, r.text)) for r in rows]
+        return sorted(hits, key=lambda hit: (-hit.score, ranks[hit.message_id]))[:limit]
 
     @_translated
     async def count_messages(self, conversation_id: int) -> int:

@@ -1,4 +1,4 @@
-"""``memory show|reset|forget-me|export|summarize``: what the bot remembers of a room."""
+"""``memory show|search|reset|forget-me|export|summarize``: what the bot remembers of a room."""
 
 from __future__ import annotations
 
@@ -6,9 +6,21 @@ import json
 from typing import TYPE_CHECKING
 
 from engine.commands.core import Command, CommandContext, CommandResult, Right
+from memory import SearchHit
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
+
+SEARCH_HITS = 8
+HIT_CHARS = 160
+
+
+def hit_line(hit: SearchHit) -> str:
+    """``score  date  speaker: text``, the text on one line and trimmed."""
+    text = " ".join(hit.text.split())
+    if len(text) > HIT_CHARS:
+        text = text[: HIT_CHARS - 1] + "…"
+    return f"{hit.score:.2f}  {hit.created_at:%Y-%m-%d %H:%M}  {hit.speaker}: {text}"
 
 
 def commands(conv: Conversation) -> list[Command]:
@@ -29,6 +41,15 @@ def commands(conv: Conversation) -> list[Command]:
                 f"{backend.spec.options.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
             )
         return "\n".join(lines)
+
+    async def search(ctx: CommandContext, args: list[str]) -> str:
+        """What recall would find in this room (and only this room) for the query."""
+        room = await conv.room(ctx.room)
+        query = " ".join(args)
+        hits = await conv.store.search(room.conversation_id, query, SEARCH_HITS)
+        if not hits:
+            return f"nothing in this room's memory matches {query[:80]!r}"
+        return "\n".join(hit_line(hit) for hit in hits)
 
     async def reset(ctx: CommandContext, args: list[str]) -> str:
         room = await conv.room(ctx.room)
@@ -58,6 +79,9 @@ def commands(conv: Conversation) -> list[Command]:
 
     return [
         Command(("memory", "show"), show, "the summary, stored turns and context use", max_args=0),
+        Command(
+            ("memory", "search"), search, "what this room's memory holds about QUERY, best first", "QUERY", min_args=1
+        ),
         Command(("memory", "reset"), reset, "forget this room", right=Right.ROOM_MANAGER, max_args=0),
         Command(("reset",), reset, "forget this room (same as memory reset)", right=Right.ROOM_MANAGER, max_args=0),
         Command(("memory", "forget-me"), forget_me, "delete your own messages in this room", max_args=0),

@@ -66,11 +66,12 @@ async def test_prompt_never_exceeds_the_window(history, n_ctx, reserve, system, 
 
 async def test_newest_message_is_truncated_and_says_so():
     backend = await smol()
-    huge = "tell me about dragons " * 2000
+    huge = "tell me about dragons " * 2000 + "So, which one is the oldest?"
     prompt = assemble(backend, system="Be kind.", turns=[Turn("user", "Ann", huge)], n_ctx=512, reserve=64)
     assert prompt.truncated_newest
-    assert prompt.messages[-1].content.endswith(TRUNCATION_NOTE)
+    assert TRUNCATION_NOTE in prompt.messages[-1].content, "the cut is marked"
     assert prompt.messages[-1].content.startswith("Ann: tell me about dragons")
+    assert prompt.messages[-1].content.endswith("So, which one is the oldest?"), "the end (the question) is kept"
     assert len(prompt.tokens) <= 512 - 64
 
 
