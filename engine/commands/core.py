@@ -122,11 +122,19 @@ class Command:
 
 
 def tokenize(text: str) -> list[str]:
-    """Split a command line into words, honouring quotes. Pure, so tests need no adapter."""
+    """Split a command line into words, honouring double quotes. Pure, so tests need no adapter.
+
+    Apostrophes are ordinary letters: chat text is full of them (``memory search what's my
+    cat``), and an unmatched one must not make a command unparseable.
+    """
     if len(text) > MAX_COMMAND_LENGTH:
         raise CommandError(f"command is too long ({len(text)} characters, max {MAX_COMMAND_LENGTH})")
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split = True
+    lexer.quotes = '"'  # only double quotes group words: "what's my cat" is free text, not a quote
+    lexer.commenters = ""  # '#' is text (a channel, a hashtag), never the start of a comment
     try:
-        return shlex.split(text)
+        return list(lexer)
     except ValueError as exc:
         raise CommandError(f"could not parse command: {exc}") from None
 

@@ -40,6 +40,8 @@ def core():
 
 def test_tokenize_quotes_and_errors():
     assert tokenize('persona set "Old Sage"') == ["persona", "set", "Old Sage"]
+    assert tokenize("memory search what's my cat's name") == ["memory", "search", "what's", "my", "cat's", "name"]
+    assert tokenize('lore add "dragon" it\'s #red') == ["lore", "add", "dragon", "it's", "#red"]
     with pytest.raises(CommandError, match="could not parse"):
         tokenize('persona set "unclosed')
     with pytest.raises(CommandError, match="too long"):
