@@ -43,7 +43,7 @@ from engine.settings import EngineSettings
 from engine.summaries import Summaries
 from engine.types import IncomingMessage, RoomRef
 from errors import BusyError, CooldownError, HearthError, UserError
-from memory import ConversationKey, MemoryStore, RoomSettings
+from memory import ConversationKey, MemoryStore, RoomSettings, clean_text
 from personas import Persona, PersonaLibrary
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class Conversation:
 
     async def _long_input_notice(self, msg: IncomingMessage) -> str | None:
         """One line for the sender when the prompt will show only the beginning and end of ``msg``."""
-        text = self._message_text(msg)
+        text = clean_text(self._message_text(msg))  # as stored, so as the prompt will show it
         if len(text.encode("utf-8")) <= SHORT_MESSAGE_BYTES or not self.host.loaded:
             return None
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from memory.database import DEFAULT_DATABASE_URL
 from memory.export import EXPORT_FORMAT
 from memory.recall_index import SearchHit
-from memory.store import MemoryStore
+from memory.store import MemoryStore, clean_text
 from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "SearchHit",
     "StoredMessage",
     "Summary",
+    "clean_text",
 ]

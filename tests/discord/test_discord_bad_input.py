@@ -130,7 +130,8 @@ async def test_bad_input_corpus_through_discord(harness: Harness, caplog, tmp_pa
     back.make_message(f"<@{harness.bot.id}> {LINE_200KB}", alice, channel)
     await until_answered(harness)
     texts = harness.bot_texts(channel)
-    assert len(texts) == 2, texts
+    assert len(texts) == 3, texts  # the injection, the one-line "too long" notice, the reply
+    assert "too long to read whole" in texts[1], texts[1]
     assert texts[-1].strip() and not texts[-1].startswith("⚠️"), texts[-1]
 
     stats = await slash(harness, alice, "stats")
