@@ -39,6 +39,7 @@ from engine.llama_log import route_llama_logs
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
 from engine.seq_state import read_sequence_state, write_sequence_state
+from engine.settings import BATCHED_TOKENIZER_CTX
 from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
 from errors import HearthError, ModelError
 
@@ -130,7 +131,7 @@ class LlamaBackend:
             llm = Llama(
                 model_path=str(spec.path),
                 # Batched, this context only tokenizes: the BatchDecoder's holds the rooms.
-                n_ctx=256 if batched else options.n_ctx,
+                n_ctx=BATCHED_TOKENIZER_CTX if batched else options.n_ctx,
                 n_threads=threads,
                 n_threads_batch=options.n_threads_batch or threads,
                 n_batch=options.n_batch,

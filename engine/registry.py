@@ -12,7 +12,7 @@ from pathlib import Path
 from engine.backend import ModelSpec
 from engine.catalog import ALIASES, CATALOG
 from engine.gguf_meta import GGUFInfo, read_gguf_info
-from engine.settings import ModelSettings, RemoteEndpoint
+from engine.settings import BATCHED_TOKENIZER_CTX, ModelSettings, RemoteEndpoint
 from errors import ModelError
 
 # llama.cpp's working buffers beyond weights and KV cache, measured loosely on CPU.
@@ -134,13 +134,19 @@ class ModelRegistry:
         """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers.
 
         The flash-attention prefill context has a KV cache of its own (and shares the weights).
+        With ``parallel`` > 1 the batch context holds ``n_ctx`` cells for every sequence, the
+        main context only tokenizes (``BATCHED_TOKENIZER_CTX``), and there is no prefill context.
         """
         if entry.remote is not None:
             return 0  # the server holds the weights; a vocab-only tokenizer is a few MB
         info = self.info(entry)
         options = self.spec_for(entry).options
-        caches = 2 if options.flash_prefill and not options.flash_attn else 1
-        return info.file_size + caches * info.kv_cache_bytes(options.n_ctx) + LOAD_OVERHEAD_BYTES
+        if options.parallel > 1:
+            kv = info.kv_cache_bytes(BATCHED_TOKENIZER_CTX) + options.parallel * info.kv_cache_bytes(options.n_ctx)
+        else:
+            caches = 2 if options.flash_prefill and not options.flash_attn else 1
+            kv = caches * info.kv_cache_bytes(options.n_ctx)
+        return info.file_size + kv + LOAD_OVERHEAD_BYTES
 
     def default_entry(self) -> ModelEntry:
         return self.resolve(self.settings.default)

@@ -38,6 +38,10 @@ class ConfiguredModel:
     remote: RemoteEndpoint | None = None
 
 
+# With model.parallel > 1 the llama_cpp.Llama context only tokenizes; the batch context holds the rooms.
+BATCHED_TOKENIZER_CTX = 256
+
+
 @dataclass(frozen=True)
 class ModelOptions:
     """How a model is loaded: the one place these per-load knobs are named.

@@ -65,7 +65,8 @@ def model_details(registry: ModelRegistry, entry: ModelEntry) -> str:
         f"name: {entry.name}",
         f"file: {entry.path} ({_mb(info.file_size)})",
         f"architecture: {info.architecture}, {_params(info.parameter_count)} parameters, {info.file_type}",
-        f"context: trained {info.context_length or '?'}, configured n_ctx {options.n_ctx}",
+        f"context: trained {info.context_length or '?'}, configured n_ctx {options.n_ctx}"
+        + (f" for each of {options.parallel} rooms at once (model.parallel)" if options.parallel > 1 else ""),
         f"chat template: {template}",
         f"license: {info.license or 'unknown'}",
         f"estimated RAM: {_mb(registry.estimate_bytes(entry))}",

@@ -54,8 +54,8 @@ def commands(conv: Conversation) -> list[Command]:
             f"model: {host.entry.name if host.entry else 'none'}",
             f"speed: {rate:.1f} tokens/s average"
             + (f", last reply {last.tokens_per_s:.1f} tokens/s, ttft {last.ttft_s:.2f} s" if last else ""),
-            f"queue: {conv.scheduler.depth} waiting"
-            + (", generating now" if conv.scheduler.running_room else ""),
+            f"queue: {conv.scheduler.depth} waiting, {len(conv.scheduler.running_rooms)} of "
+            f"{host.max_concurrent} rooms generating now",
             f"uptime: {int(uptime // 3600)}h {int(uptime % 3600 // 60)}m {int(uptime % 60)}s",
             *(host.backend.details if host.backend else ()),  # a server's endpoint and health
         ]

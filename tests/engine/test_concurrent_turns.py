@@ -10,6 +10,7 @@ import asyncio
 
 import pytest_asyncio
 
+from engine.commands.core import CommandContext
 from engine.fake_backend import FakeBackend
 from engine.types import Author, IncomingMessage, RoomRef
 from errors import ModelError
@@ -110,3 +111,22 @@ async def test_a_failing_backend_keeps_the_message(apps):
         raise AssertionError("the failure must reach the adapter")
     room = await conv.room(RoomRef("test", "a"))
     assert [m.text for m in await app.store.messages(room.conversation_id)] == ["please keep me"]
+
+
+async def test_stats_counts_the_rooms_generating_now(apps):
+    app, backend = await apps(2)
+    conv = app.conversation
+    gate = asyncio.Event()
+    backend.enqueue(["one"], gate=gate)
+    backend.enqueue(["two"], gate=gate)
+    held = [await conv.handle(message(room, "hello")) for room in ("a", "b")]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    stats = await conv.run_command("stats", CommandContext(RoomRef("test", "c"), ALICE))
+    assert "0 waiting, 2 of 2 rooms generating now" in stats.text, stats.text
+    gate.set()
+    for outcome in held:
+        await (await outcome.admission.ticket.reply).text()
+    await conv.scheduler.wait_idle()
+    idle = await conv.run_command("stats", CommandContext(RoomRef("test", "c"), ALICE))
+    assert "0 of 2 rooms generating now" in idle.text, idle.text

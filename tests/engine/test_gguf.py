@@ -76,3 +76,19 @@ def test_ram_estimate_counts_the_prefill_contexts_kv_cache(smol_path, flash_attn
     kv = read_gguf_info(smol_path).kv_cache_bytes(4096)
     assert 80 * 2**20 < kv < 110 * 2**20  # ~23 KB per token for SmolLM2
     assert estimate(True) - estimate(False) == (0 if flash_attn else kv)
+
+
+def test_ram_estimate_counts_every_parallel_sequence(smol_path):
+    """Batched, each of ``parallel`` sequences holds n_ctx cells; no prefill context is made."""
+    from engine.registry import ModelRegistry
+    from engine.settings import BATCHED_TOKENIZER_CTX, ModelOptions, ModelSettings
+
+    def estimate(parallel: int) -> int:
+        settings = ModelSettings(models_dir=smol_path.parent, options=ModelOptions(n_ctx=2048, parallel=parallel))
+        registry = ModelRegistry(settings)
+        return registry.estimate_bytes(registry.resolve("smollm2-135m-instruct"))
+
+    info = read_gguf_info(smol_path)
+    kv, tokenizer_kv = info.kv_cache_bytes(2048), info.kv_cache_bytes(BATCHED_TOKENIZER_CTX)
+    assert estimate(4) - estimate(1) == 4 * kv + tokenizer_kv - 2 * kv  # parallel=1 has the prefill cache too
+    assert estimate(8) - estimate(4) == 4 * kv
