@@ -148,6 +148,11 @@ def build_hearth_group(conversation: Conversation, run: Runner) -> app_commands.
     async def memory_export(interaction: discord.Interaction) -> None:
         await run(interaction, ["memory", "export"])
 
+    @memory.command(name="search", description=about("memory", "search", fallback="what hearth would recall"))
+    @app_commands.describe(query="words to look for in this room's memory")
+    async def memory_search(interaction: discord.Interaction, query: str) -> None:
+        await run(interaction, ["memory", "search", *query.split()])
+
     @memory.command(name="summarize", description=about("memory", "summarize", fallback="compact the history"))
     async def memory_summarize(interaction: discord.Interaction) -> None:
         await run(interaction, ["memory", "summarize"])

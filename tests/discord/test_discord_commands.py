@@ -172,6 +172,14 @@ async def test_everyone_commands_answer_publicly(harness: Harness, interaction_f
     assert listing.text.startswith("```") and listing.text.endswith("```"), "a table keeps its columns"
 
 
+async def test_memory_search_finds_what_was_said_in_this_channel(harness: Harness, interaction_for):
+    await harness.say("my sister's flat is in Lisbon, near the river", member=harness.member(0))
+    found = await slash(harness, interaction_for, harness.member(1), "memory search", query="where's Lisbon")
+    assert "Lisbon, near the river" in found.text, found.text
+    nothing = await slash(harness, interaction_for, harness.member(1), "memory search", query="volcano")
+    assert "nothing in this room's memory matches" in nothing.text, nothing.text
+
+
 async def test_regenerate_writes_the_last_reply_again(harness: Harness, interaction_for):
     channel = harness.channel()
     await harness.say(f"<@{harness.bot.id}> Name a fruit.")
@@ -253,7 +261,7 @@ async def test_autocomplete_reads_the_registries(harness: Harness):
 COMMAND_PATHS = (
     "model list", "model info", "model load", "model unload",
     "persona list", "persona show", "persona set", "persona import", "persona export",
-    "memory show", "memory reset", "memory forget-me", "memory export", "memory summarize",
+    "memory show", "memory reset", "memory forget-me", "memory export", "memory summarize", "memory search",
     "lore list", "lore add", "lore remove",
     "settings show", "settings set",
     "stats", "regenerate", "stop", "help",
