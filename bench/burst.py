@@ -2,7 +2,8 @@
 
 Reports messages stored (must be all), replies sent, busy notices, the p95 wait from a
 message to the first token of the reply that answers it, and the worst event-loop lag.
-Usage: python -m bench.burst [--messages 200] [--rooms 20] [--seconds 10]
+Usage: python -m bench.burst [--messages 200] [--rooms 20] [--seconds 10] [--parallel 1]
+(``--parallel N``: rooms generating at once in the one loaded model, ``model.parallel``).
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ async def first_token_at(ticket) -> float:
     return time.perf_counter()
 
 
-async def run(messages: int, rooms: int, seconds: float, data_dir: Path) -> dict:
+async def run(messages: int, rooms: int, seconds: float, data_dir: Path, parallel: int = 1) -> dict:
     config = HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(ROOT / "models"), "sampling": {"max_tokens": 16}},
+            "model": {"models_dir": str(ROOT / "models"), "sampling": {"max_tokens": 16}, "parallel": parallel},
             "database": {"url": f"sqlite+aiosqlite:///{data_dir}/burst.db"},
             "personas": {"dir": str(data_dir / "personas")},
             # The scheduler is measured here, not the rate limiter (7 users send ~28 messages each).
@@ -82,6 +83,7 @@ async def run(messages: int, rooms: int, seconds: float, data_dir: Path) -> dict
     return {
         "messages": messages,
         "rooms": rooms,
+        "parallel": parallel,
         "stored": stored,
         "replied": len(tickets),
         "busy": busy,
@@ -95,10 +97,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
     require_model(SMOL)
     with tempfile.TemporaryDirectory(prefix="hearth-burst-") as tmp:
-        emit("burst", asyncio.run(run(args.messages, args.rooms, args.seconds, Path(tmp))))
+        emit("burst", asyncio.run(run(args.messages, args.rooms, args.seconds, Path(tmp), args.parallel)))
 
 
 if __name__ == "__main__":
