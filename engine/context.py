@@ -90,12 +90,24 @@ def message_token_limit(n_ctx: int, reserve: int) -> int:
     return max((n_ctx - reserve) // 2, 16)
 
 
+def fits_uncounted(text: str, limit: int) -> bool:
+    """True when ``text`` surely takes at most ``limit`` tokens without counting them: a token
+    is at least a byte. Cheap, so it may run on the event loop."""
+    return len(text.encode("utf-8")) <= limit
+
+
+def within_limit(text: str, limit: int, count_tokens: Callable[[str], int]) -> bool:
+    """True when ``text`` takes at most ``limit`` tokens; counts only text that ``fits_uncounted``
+    cannot decide (blocking then)."""
+    return fits_uncounted(text, limit) or count_tokens(text) <= limit
+
+
 def fit_message(text: str, limit: int, count_tokens: Callable[[str], int]) -> str:
     """``text``, or its beginning and end in at most ``limit`` tokens, with the middle marked as left out.
 
     Call it on ``capped`` text: it tokenizes a bounded amount, several times. Never on the event loop.
     """
-    if len(text.encode("utf-8")) <= limit or count_tokens(text) <= limit:  # a token is at least a byte
+    if within_limit(text, limit, count_tokens):
         return text
     low, high = 0, len(text) - 1  # `low` characters always fit (the note alone is far below any limit)
     while low < high:

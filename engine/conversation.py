@@ -24,7 +24,7 @@ from typing import Literal
 
 from engine.backend import GenerationRequest
 from engine.commands.core import CommandContext, CommandCore, CommandResult
-from engine.context import AssembledPrompt
+from engine.context import AssembledPrompt, fits_uncounted, message_token_limit
 from engine.limits import Limited, RateLimiter
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
@@ -49,7 +49,6 @@ from personas import Persona, PersonaLibrary
 log = logging.getLogger(__name__)
 
 TRIGGER_MODES = ("mention", "all", "off")
-SHORT_MESSAGE_BYTES = 64  # fits any prompt: no need to count its tokens
 
 
 @dataclass(frozen=True)
@@ -156,7 +155,8 @@ class Conversation:
     async def handle(self, msg: IncomingMessage) -> Outcome:
         """A chat message: store it, then decide whether it gets a reply. Never a command."""
         await self.remember(msg)
-        if not await self.is_triggered(msg):
+        turn = await self.room_turn(msg.room)  # the trigger policy and the notice both read it
+        if not self.is_triggered(msg, turn):
             return Outcome("ignored")  # asks the bot for no work, so it takes no token
         now = self.clock()
         limited = self.limits.user_message(msg.author, msg.room.platform, now)
@@ -169,18 +169,19 @@ class Conversation:
         except BusyError as exc:
             return Outcome("busy", notice=str(exc))
         admission.ticket.requested_by.add(msg.author.id)
-        notice = await self._long_input_notice(msg)
+        notice = await self._long_input_notice(msg, turn)
         return Outcome("joined" if admission.joined_existing else "reply", admission=admission, notice=notice)
 
-    async def _long_input_notice(self, msg: IncomingMessage) -> str | None:
+    async def _long_input_notice(self, msg: IncomingMessage, turn: RoomTurn) -> str | None:
         """One line for the sender when the prompt will show only the beginning and end of ``msg``."""
-        text = clean_text(self._message_text(msg))  # as stored, so as the prompt will show it
-        if len(text.encode("utf-8")) <= SHORT_MESSAGE_BYTES or not self.host.loaded:
+        if not self.host.loaded:
             return None
+        text = clean_text(self._message_text(msg))  # as stored, so as the prompt will show it
         try:
             backend = self.host.require()
-            turn = await self.room_turn(msg.room)
             reserve = reply_sampling(backend.spec.sampling, turn.persona, turn.settings).max_tokens
+            if fits_uncounted(text, message_token_limit(backend.spec.options.n_ctx, reserve)):
+                return None  # the common case, decided here without a trip to a worker thread
             in_part = await asyncio.to_thread(read_in_part, text, backend, reserve)
         except HearthError:  # the reply itself will report what is wrong
             return None
@@ -249,18 +250,17 @@ class Conversation:
                 parts.append(f"[attached file {attachment.filename}]\n{attachment.text}")
         return "\n\n".join(p for p in parts if p)
 
-    async def is_triggered(self, msg: IncomingMessage) -> bool:
+    @staticmethod
+    def is_triggered(msg: IncomingMessage, turn: RoomTurn) -> bool:
+        """Whether ``msg`` calls for a reply under the room's trigger mode and its persona's wake words."""
         if msg.author.is_bot:
             return False
-        room = await self.room(msg.room)
-        settings = await self.store.room_settings(room.conversation_id)
-        mode = settings.trigger_mode or "mention"
+        mode = turn.settings.trigger_mode or "mention"
         if mode == "off":
             return False
         if msg.addressed or mode == "all":
             return True
-        persona = self._persona(settings, msg.room.label)
-        return mentions_wake_word(msg.text, persona.effective_wake_words)
+        return mentions_wake_word(msg.text, turn.persona.effective_wake_words)
 
     # -- replies -------------------------------------------------------------------------
 

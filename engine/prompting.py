@@ -25,6 +25,7 @@ from engine.context import (
     fit_message,
     message_token_limit,
     prompt_user,
+    within_limit,
 )
 from engine.recall import recall, recall_block
 from engine.sampling import SamplingParams
@@ -89,10 +90,13 @@ LONG_INPUT_NOTICE = "That message was too long to read whole: I read its beginni
 
 
 def read_in_part(text: str, backend: PromptBackend, reserve: int) -> bool:
-    """True when a prompt shows only the beginning and end of ``text`` (blocking: tokenizes)."""
+    """True when a prompt shows only the beginning and end of ``text`` (blocking: may tokenize).
+
+    The same test ``fit_message`` starts with, without its search for the longest cut that fits.
+    """
     n_ctx = backend.spec.options.n_ctx
     shown = capped(text, n_ctx)
-    return shown != text or fit_message(shown, message_token_limit(n_ctx, reserve), backend.count_text_tokens) != shown
+    return shown != text or not within_limit(shown, message_token_limit(n_ctx, reserve), backend.count_text_tokens)
 
 
 def _assemble_fitted(

@@ -32,13 +32,17 @@ async def apps(fake_apps):
     return make
 
 
-async def _two_rooms_at_once(app, backend: FakeBackend) -> int:
-    """Hold two rooms' replies open; return how many streamed at the same time."""
+async def hold_two_rooms(conv, backend: FakeBackend) -> tuple[asyncio.Event, list]:
+    """Rooms a and b ask for replies ("one", "two") that stream only once the returned gate is set."""
     gate = asyncio.Event()
     backend.enqueue(["one"], gate=gate)
     backend.enqueue(["two"], gate=gate)
-    first = await app.conversation.handle(message("a", "hello from a"))
-    second = await app.conversation.handle(message("b", "hello from b"))
+    return gate, [await conv.handle(message(room, f"hello from {room}")) for room in ("a", "b")]
+
+
+async def _two_rooms_at_once(app, backend: FakeBackend) -> int:
+    """Hold two rooms' replies open; return how many streamed at the same time."""
+    gate, (first, second) = await hold_two_rooms(app.conversation, backend)
     for _ in range(20):
         await asyncio.sleep(0.01)
     gate.set()
@@ -82,10 +86,7 @@ async def test_one_room_never_runs_two_turns_at_once(apps):
 async def test_a_swap_waits_for_every_running_turn(apps):
     app, backend = await apps(2)
     conv = app.conversation
-    gate = asyncio.Event()
-    backend.enqueue(["one"], gate=gate)
-    backend.enqueue(["two"], gate=gate)
-    outcomes = [await conv.handle(message(room, "hi")) for room in ("a", "b")]
+    gate, outcomes = await hold_two_rooms(conv, backend)
     await asyncio.sleep(0.05)
     assert conv.scheduler.running_rooms == {"test:a", "test:b"}
     backend.enqueue(["Hi"])  # the new model's health check
@@ -116,10 +117,7 @@ async def test_a_failing_backend_keeps_the_message(apps):
 async def test_stats_counts_the_rooms_generating_now(apps):
     app, backend = await apps(2)
     conv = app.conversation
-    gate = asyncio.Event()
-    backend.enqueue(["one"], gate=gate)
-    backend.enqueue(["two"], gate=gate)
-    held = [await conv.handle(message(room, "hello")) for room in ("a", "b")]
+    gate, held = await hold_two_rooms(conv, backend)
     for _ in range(20):
         await asyncio.sleep(0.01)
     stats = await conv.run_command("stats", CommandContext(RoomRef("test", "c"), ALICE))
