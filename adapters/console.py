@@ -105,13 +105,15 @@ class ConsoleAdapter:
     async def deliver_reply(self, admission: Admission) -> None:
         try:
             reply = await admission.ticket.reply
+            # in a cast, each reply says who speaks: "Ember: …", one reply per line
+            label = f"{reply.speaker.name}: " if reply.speaker is not None else ""
             if self.interactive:
-                self._write("bot> ")
+                self._write(label or "bot> ")
                 async for chunk in reply:
                     self._write(chunk)
                 self._write("\n")
             else:
-                self._write((await reply.text()).strip() + "\n")
+                self._write(label + (await reply.text()).strip() + "\n")
         except HearthError as exc:
             self._write(f"error: {exc}\n")
 

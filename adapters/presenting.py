@@ -51,7 +51,7 @@ async def present_result(result: CommandResult, out: Output) -> None:
     if result.files:
         await out.attach_files(result.files, ephemeral=result.ephemeral)
     if result.reply is not None:
-        await out.deliver_reply(result.reply)
+        await deliver_with_follow_ups(result.reply, out)
 
 
 async def present_outcome(outcome: Outcome, out: Output) -> None:
@@ -63,9 +63,19 @@ async def present_outcome(outcome: Outcome, out: Output) -> None:
     if outcome.kind == "reply" and outcome.admission is not None:
         if outcome.notice:
             await out.send_notice(outcome.notice)
-        await out.deliver_reply(outcome.admission)
+        await deliver_with_follow_ups(outcome.admission, out)
     elif outcome.notice:
         await out.send_notice(outcome.notice)
+
+
+async def deliver_with_follow_ups(admission: Admission, out: Output) -> None:
+    """Stream the admitted reply, then each turn chained after it: the other characters of a
+    cast who answer the same message, one after another. The engine ends the chain (a user
+    speaking stops it), and the scheduler resolves every ticket's follow-up, so this ends."""
+    next_admission: Admission | None = admission
+    while next_admission is not None:
+        await out.deliver_reply(next_admission)
+        next_admission = await next_admission.ticket.follow_up
 
 
 async def present(answer: CommandResult | Outcome, out: Output) -> None:
@@ -76,4 +86,4 @@ async def present(answer: CommandResult | Outcome, out: Output) -> None:
         await present_outcome(answer, out)
 
 
-__all__ = ["Output", "present", "present_outcome", "present_result"]
+__all__ = ["Output", "deliver_with_follow_ups", "present", "present_outcome", "present_result"]

@@ -35,6 +35,14 @@ class ModelSpec:
     sampling: SamplingParams = field(default_factory=SamplingParams)
 
 
+CAST_SEPARATOR = "#"  # room key + this + cast member: each character's own cached prompt state
+
+
+def cache_key(room_key: str, member: str | None = None) -> str:
+    """The key a backend keeps a prompt state under: the room, or one character of its cast."""
+    return room_key if member is None else f"{room_key}{CAST_SEPARATOR}{member}"
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """One generation: the prompt already rendered and tokenized by context assembly."""

@@ -16,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from engine.backend import GenerationRequest
+from engine.backend import GenerationRequest, cache_key
+from engine.cast import cast_keys, group_options
+from engine.cast_warmup import warm_cast
 from engine.commands.core import CommandContext, CommandCore, CommandResult
 from engine.context import AssembledPrompt, fits_uncounted, message_token_limit
+from engine.group import GroupPlan, Member, choose_speakers
 from engine.limits import Limited, RateLimiter
 from engine.model_host import ModelHost
 from engine.persona_models import PersonaModels
@@ -38,10 +42,10 @@ from engine.prompting import (
     with_speaker_stops,
 )
 from engine.reply import GenerationStats, ReplyStream
-from engine.scheduler import Admission, Scheduler
+from engine.scheduler import Admission, Scheduler, Ticket
 from engine.settings import EngineSettings
 from engine.summaries import Summaries
-from engine.types import IncomingMessage, RoomRef
+from engine.types import Attachment, IncomingMessage, RoomRef, Speaker
 from errors import BusyError, CooldownError, HearthError, UserError
 from memory import ConversationKey, MemoryStore, RoomSettings, clean_text
 from personas import Persona, PersonaLibrary
@@ -74,6 +78,11 @@ class _Room:
     last_prompt: AssembledPrompt | None = None
     speakers: set[str] = field(default_factory=set)
     turn: RoomTurn | None = None  # read by the prepare step, used by the turn it prepared
+    speaker: str | None = None  # the cast member the prepared turn is for (None: one persona)
+    plan: GroupPlan | None = None  # cast members still to answer; a user speaking clears it
+    addressed: list[str] = field(default_factory=list)  # members users replied to, for the next plan
+    asked: list[str] = field(default_factory=list)  # what users said since the last plan: names pick speakers
+    last_speaker: str | None = None  # the cast member who spoke last
 
 
 class Conversation:
@@ -86,9 +95,11 @@ class Conversation:
         personas: PersonaLibrary,
         host: ModelHost,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock  # rate limits read time only through this seam, so tests can pass it
+        self.rng = rng or random.Random()  # who speaks in a cast; tests pass a seeded one
         self.limits = RateLimiter(settings.limits)
         self.store = store
         self.personas = personas
@@ -137,18 +148,21 @@ class Conversation:
         """The room's settings and persona, read once: pass this down rather than reading again."""
         room = await self.room(ref)
         settings = await self.store.room_settings(room.conversation_id)
-        return RoomTurn(room.conversation_id, ref.label, settings, self._persona(settings, ref.label))
+        cast = self._cast(settings, ref.label)
+        return RoomTurn(room.conversation_id, ref.label, settings, cast[0][1], tuple(cast))
 
     async def persona_for(self, ref: RoomRef) -> Persona:
         return (await self.room_turn(ref)).persona
 
-    def _persona(self, settings: RoomSettings, label: str) -> Persona:
-        name = settings.persona or self.settings.default_persona
-        try:
-            return self.personas.get(name)
-        except UserError:
-            log.warning("room %s uses missing persona %r; falling back", label, name)
-            return self.personas.get(self.settings.default_persona)
+    def _cast(self, settings: RoomSettings, label: str) -> list[tuple[str, Persona]]:
+        """(key, persona) of each cast member that exists; the default persona when none does."""
+        members = []
+        for key in cast_keys(settings, self.settings.default_persona):
+            try:
+                members.append((key, self.personas.get(key)))
+            except UserError:
+                log.warning("room %s uses missing persona %r; leaving it out", label, key)
+        return members or [(self.settings.default_persona, self.personas.get(self.settings.default_persona))]
 
     # -- the entry point -----------------------------------------------------------------
 
@@ -156,6 +170,7 @@ class Conversation:
         """A chat message: store it, then decide whether it gets a reply. Never a command."""
         await self.remember(msg)
         turn = await self.room_turn(msg.room)  # the trigger policy and the notice both read it
+        self._user_spoke(await self.room(msg.room), msg, turn)
         if not self.is_triggered(msg, turn):
             return Outcome("ignored")  # asks the bot for no work, so it takes no token
         now = self.clock()
@@ -186,6 +201,15 @@ class Conversation:
         except HearthError:  # the reply itself will report what is wrong
             return None
         return LONG_INPUT_NOTICE if in_part else None
+
+    @staticmethod
+    def _user_spoke(room: _Room, msg: IncomingMessage, turn: RoomTurn) -> None:
+        """A user speaking ends the cast's exchange; one they replied to answers next."""
+        room.plan = None
+        room.asked = [*room.asked[-7:], msg.text]
+        replied = replied_member(msg, turn)
+        if replied is not None and not msg.author.is_bot:
+            room.addressed.append(replied)
 
     async def remember(self, msg: IncomingMessage) -> None:
         """Store ``msg`` as context without answering it (history a bot sees when it joins late)."""
@@ -258,9 +282,9 @@ class Conversation:
         mode = turn.settings.trigger_mode or "mention"
         if mode == "off":
             return False
-        if msg.addressed or mode == "all":
+        if msg.addressed or mode == "all" or replied_member(msg, turn) is not None:
             return True
-        return mentions_wake_word(msg.text, turn.persona.effective_wake_words)
+        return any(mentions_wake_word(msg.text, persona.effective_wake_words) for persona in turn.personas)
 
     # -- replies -------------------------------------------------------------------------
 
@@ -282,30 +306,147 @@ class Conversation:
         """
         room = self._rooms[room_key]
         room.turn = None
-        room.turn = await self.room_turn(room.ref)
+        room.turn, room.speaker = await self._speaking_turn(room, await self.room_turn(room.ref))
         await self.persona_models.apply(room.turn.persona)
+
+    async def _speaking_turn(self, room: _Room, turn: RoomTurn) -> tuple[RoomTurn, str | None]:
+        """The turn as its speaker sees it: the cast member whose turn it is (a new plan when the
+        last one is spent), or the room's one persona (None)."""
+        if not turn.is_group:
+            return turn, None
+        if room.plan is None or not room.plan.queue:
+            room.plan = await self._new_plan(room, turn)
+        # a name (``persona speak``, ``regenerate``) or a key; gone from the cast since: the first member
+        key = member_named(room.plan.queue.pop(0), turn) or turn.cast[0][0]
+        return replace(turn, persona=turn.members[key]), key
+
+    async def _new_plan(self, room: _Room, turn: RoomTurn) -> GroupPlan:
+        """Who answers the newest user message(s): addressed characters first, then ``group_mode``."""
+        options = group_options(turn.settings)
+        if room.last_speaker is None:  # after a restart: the newest stored character line says
+            recent = await self.store.messages(turn.conversation_id, last=8)
+            said = [message.author_name for message in recent if message.role == "assistant"]
+            room.last_speaker = member_named(said[-1], turn) if said else None
+        addressed, room.addressed = room.addressed, []
+        asked, room.asked = room.asked, []
+        queue = choose_speakers(
+            options.mode,
+            cast_members(turn),
+            text="\n".join(asked),
+            last_speaker=room.last_speaker,
+            count=options.replies,
+            rng=self.rng,
+            addressed=addressed,
+        )
+        return GroupPlan(queue, options.chain)
+
+    def plan_speaker(self, ref: RoomRef, name: str) -> None:
+        """This character (key or display name) answers the room's next turn, alone: ``persona speak``,
+        and ``regenerate``, which asks the same character again. Ignored in a room with one persona."""
+        room = self._rooms[ref.label]
+        room.plan = GroupPlan([name], 0)
 
     async def _start_reply(self, room_key: str) -> ReplyStream:
         room = self._rooms[room_key]
-        turn = room.turn or await self.room_turn(room.ref)  # no prepare step ran: read it now
-        room.turn = None
+        turn, key = room.turn, room.speaker
+        if turn is None:  # no prepare step ran: read it now
+            turn, key = await self._speaking_turn(room, await self.room_turn(room.ref))
+        room.turn, room.speaker = None, None
         backend = self.host.require()
         sampling = reply_sampling(backend.spec.sampling, turn.persona, turn.settings)
         prompt = await self.prompts.build(backend, turn, room.last_user, sampling.max_tokens)
-        sampling = with_speaker_stops(sampling, room.speakers)
+        others = {persona.name for persona in turn.personas if persona is not turn.persona}
+        sampling = with_speaker_stops(sampling, room.speakers | others)
         room.last_prompt = prompt
-        reply = backend.stream(GenerationRequest(prompt.tokens, sampling, room_key))
-        reply.on_done(lambda stream: self._store_reply(room, turn.persona, stream))
+        reply = backend.stream(GenerationRequest(prompt.tokens, sampling, cache_key(room_key, key)))
+        reply.leading_names = (turn.persona.name,)
+        if key is not None:
+            reply.speaker = self.speaker(key, turn.persona)
+        ticket, plan = self.scheduler.running_ticket(room_key), room.plan
+        reply.on_done(lambda stream: self._reply_done(room, turn, key, stream, (ticket, plan)))
         return reply
 
-    async def _store_reply(self, room: _Room, persona: Persona, stream: ReplyStream) -> None:
+    def speaker(self, key: str, persona: Persona) -> Speaker:
+        """How adapters show a cast member: its name, key and card image."""
+        image = self.personas.avatar_png(persona)
+        avatar = Attachment(f"{key}.png", "image/png", len(image), data=image) if image else None
+        return Speaker(persona.name, key, avatar)
+
+    async def _reply_done(
+        self,
+        room: _Room,
+        turn: RoomTurn,
+        key: str | None,
+        stream: ReplyStream,
+        chain: tuple[Ticket | None, GroupPlan | None],
+    ) -> None:
+        """Store the reply, then chain the next cast member's turn onto this one's ticket."""
+        text = await self._store_reply(room, turn.persona, stream)
+        if key is not None:
+            room.last_speaker = key
+            self._warm_cast_later(room)
+        ticket, plan = chain
+        if ticket is None:
+            return
+        follow_up = self._follow_up(room, turn, key, text, plan)
+        if follow_up is not None:
+            follow_up.ticket.requested_by.update(ticket.requested_by)
+            ticket.follow_up.set_result(follow_up)
+        else:
+            ticket.end_follow_ups()
+
+    def _warm_cast_later(self, room: _Room) -> None:
+        """Bring the other characters' cached states up to this reply while the room is idle
+        (``engine.cast_warmup``): in-process models only, where a state is kept per character."""
+        backend = self.host.backend
+        if backend is None or backend.kind != "local":
+            return
+
+        async def warm() -> None:
+            turn = await self.room_turn(room.ref)
+            if turn.is_group and self.host.loaded:
+                await warm_cast(
+                    self.host.require(),
+                    self.prompts,
+                    turn,
+                    room_key=room.ref.label,
+                    last_speaker=room.last_speaker,
+                    user=room.last_user,
+                )
+
+        self.scheduler.background(f"warm:{room.ref.label}", warm)
+
+    def _follow_up(
+        self, room: _Room, turn: RoomTurn, key: str | None, text: str, plan: GroupPlan | None
+    ) -> Admission | None:
+        """The next cast member's turn for the same message, if the plan holds one and no user spoke."""
+        if key is None or plan is None or room.plan is not plan:
+            return None  # one persona, or a user spoke since (their message gets its own speakers)
+        if not plan.queue and plan.chain_left > 0 and text:
+            others = [member for member in cast_members(turn) if member.key != key]
+            options = group_options(turn.settings)
+            plan.queue.extend(
+                choose_speakers(options.mode, others, text=text, last_speaker=key, count=1, rng=self.rng)
+            )
+            plan.chain_left -= 1
+        if not plan.queue or self.scheduler.would_join(room.ref.label):
+            room.plan = None
+            return None
+        try:
+            return self.scheduler.request(room.ref.label)
+        except BusyError:
+            room.plan = None
+            return None
+
+    async def _store_reply(self, room: _Room, persona: Persona, stream: ReplyStream) -> str:
+        """Store the reply's text (cleaned of a leading name), and return it ('' when empty)."""
         text = clean_reply(stream.partial_text(), persona.name)
         if stream.stats is not None:
             self.last_stats = stream.stats
             self.generated_tokens += stream.stats.completion_tokens
             self.generation_seconds += max(stream.stats.total_s - stream.stats.ttft_s, 0.0)
         if not text:
-            return
+            return ""
         await self.store.append(
             room.conversation_id,
             role="assistant",
@@ -315,6 +456,7 @@ class Conversation:
             token_count=self.host.require().count_text_tokens(f"{persona.name}: {text}"),
         )
         await self.schedule_summary(room)
+        return text
 
     async def schedule_summary(self, room: _Room, force: bool = False) -> None:
         """Queue a low-priority compaction of ``room`` if it needs one (or ``force``)."""
@@ -323,6 +465,25 @@ class Conversation:
 
 def _limited(limited: Limited) -> Outcome:
     return Outcome("limited", notice=limited.notice, retry_after=limited.retry_after)
+
+
+def cast_members(turn: RoomTurn) -> list[Member]:
+    """The cast as the speaker policy sees it."""
+    return [
+        Member(key, persona.name, persona.effective_talkativeness, tuple(persona.wake_words or ()))
+        for key, persona in turn.cast
+    ]
+
+
+def member_named(name: str, turn: RoomTurn) -> str | None:
+    """The key of the cast member called ``name`` (display name or key), if any."""
+    wanted = name.strip().lower()
+    return next((key for key, persona in turn.cast if wanted in (persona.name.lower(), key)), None)
+
+
+def replied_member(msg: IncomingMessage, turn: RoomTurn) -> str | None:
+    """The key of the cast member ``msg`` replies to (the adapter names it), if any."""
+    return member_named(msg.replied_to, turn) if msg.replied_to is not None else None
 
 
 def mentions_wake_word(text: str, wake_words: list[str]) -> bool:

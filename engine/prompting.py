@@ -50,7 +50,22 @@ class RoomTurn:
     conversation_id: int
     label: str
     settings: RoomSettings
-    persona: Persona
+    persona: Persona  # who speaks this turn: the room's persona, or one member of its cast
+    cast: tuple[tuple[str, Persona], ...] = ()  # (key, persona) of every member, first member first
+
+    @property
+    def is_group(self) -> bool:
+        """A cast of two or more: replies carry their speaker, and prompts name the members."""
+        return len(self.cast) > 1
+
+    @property
+    def members(self) -> dict[str, Persona]:
+        return dict(self.cast)
+
+    @property
+    def personas(self) -> tuple[Persona, ...]:
+        """Every persona that may speak here (the cast, else the one persona)."""
+        return tuple(persona for _, persona in self.cast) or (self.persona,)
 
 
 def room_lorebook(settings: RoomSettings, label: str = "") -> Lorebook:
@@ -126,6 +141,26 @@ def _assemble_fitted(
     return prompt
 
 
+GROUP_NUDGE = "[Write the next reply only as {{char}}.]"  # SillyTavern's group nudge, in the volatile tail
+
+
+def group_system(system: str, turn: RoomTurn) -> str:
+    """The speaker's system text plus the cast, in the stable prefix: the list changes only when
+    the cast does, so it never costs a re-evaluation from one turn to the next."""
+    if not turn.is_group:
+        return system
+    names = ", ".join(persona.name for _, persona in turn.cast)
+    return f"{system}\n\nThis is a group chat with several characters: {names}."
+
+
+def group_turns_named(turns: list[Turn], turn: RoomTurn) -> list[Turn]:
+    """In a group every character's line carries its name, so each speaker's prompt holds the same
+    history and a character can tell its own lines from the others'."""
+    if not turn.is_group:
+        return turns
+    return [Turn(t.role, t.speaker, f"{t.speaker}: {t.text}") if t.role == "assistant" else t for t in turns]
+
+
 def clean_reply(text: str, persona_name: str) -> str:
     """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
     text = text.strip()
@@ -156,9 +191,11 @@ class PromptBuilder:
         n_ctx = backend.spec.options.n_ctx
         turns = [Turn(m.role, m.author_name, capped(m.text, n_ctx)) for m in stored if m.role in ("user", "assistant")]
         user = prompt_user(turns)  # stable in a group, so the evaluated prefix stays reusable
-        greeting = persona.render_greeting(user)
+        opener = turn.cast[0][1] if turn.is_group else persona  # one greeting, the same in every member's prompt
+        greeting = opener.render_greeting(user)
         if greeting and summary is None:
-            turns.insert(0, Turn("assistant", persona.name, greeting))
+            turns.insert(0, Turn("assistant", opener.name, greeting))
+        turns = group_turns_named(turns, turn)
         constant, keyed = lore_for(self.lorebooks(turn), [t.text for t in turns], backend.count_text_tokens)
         lore_before, lore_after = split_by_position(constant)
         volatile = "\n\n".join(
@@ -166,6 +203,7 @@ class PromptBuilder:
             for part in (
                 "\n\n".join(persona.render(a.entry.content, last_user).strip() for a in keyed),
                 persona.render_post_history(last_user),
+                persona.render(GROUP_NUDGE, last_user) if turn.is_group else "",
             )
             if part
         )
@@ -176,7 +214,7 @@ class PromptBuilder:
             turns,
             reserve,
             (hits, self.recall_tokens),
-            system=persona.render_system(user, lore_before, lore_after),
+            system=group_system(persona.render_system(user, lore_before, lore_after), turn),
             summary=summary.text if summary else "",
             volatile=volatile,
         )

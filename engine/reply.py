@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from engine.types import Speaker
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,19 @@ def push_split(reply: ReplyStream, visible: str, reasoning: str) -> None:
 DoneHook = Callable[["ReplyStream"], Awaitable[None] | None]
 
 
+def without_leading_name(text: str, names: tuple[str, ...], *, final: bool) -> tuple[str, bool]:
+    """``text`` without a leading ``Name:`` (small models like to label their own line), and whether
+    that is decided: not while ``text`` could still grow into one of them, unless ``final``."""
+    start = text.lstrip()
+    for name in names:
+        label = f"{name}:".lower()
+        if start.lower().startswith(label):
+            return start[len(label) :].lstrip(), True
+        if not final and label.startswith(start.lower()):
+            return "", False
+    return text, True
+
+
 class ReplyStream:
     """An async iterable of visible text chunks that can also be awaited as a whole."""
 
@@ -92,6 +106,8 @@ class ReplyStream:
         self._hooks_done = asyncio.Event()
         self.stats: GenerationStats | None = None
         self.error: HearthError | None = None
+        self.speaker: Speaker | None = None  # who writes it, when the room's cast has more than one
+        self.leading_names: tuple[str, ...] = ()  # a leading "Name:" the model writes is not shown
 
     # -- producer side (any thread) -------------------------------------------------
 
@@ -151,9 +167,21 @@ class ReplyStream:
             await self._changed.wait()
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        pending, decided = "", not self.leading_names
         async for event in self.events():
-            if isinstance(event, TextChunk) and event.text:
+            if not isinstance(event, TextChunk) or not event.text:
+                continue
+            if decided:
                 yield event.text
+                continue
+            pending += event.text  # held until it cannot be the start of "Name:"
+            shown, decided = without_leading_name(pending, self.leading_names, final=False)
+            if decided and shown:
+                yield shown
+        if not decided:
+            shown, _ = without_leading_name(pending, self.leading_names, final=True)
+            if shown:
+                yield shown
 
     async def text(self) -> str:
         """The whole visible text, once the stream has ended."""
@@ -163,7 +191,8 @@ class ReplyStream:
 
     def partial_text(self) -> str:
         """The visible text produced so far (useful after a cancel or failure)."""
-        return "".join(e.text for e in self._events if isinstance(e, TextChunk))
+        text = "".join(e.text for e in self._events if isinstance(e, TextChunk))
+        return without_leading_name(text, self.leading_names, final=True)[0] if self.leading_names else text
 
     async def settled(self) -> None:
         """Wait until the stream ended and every on_done hook has run."""

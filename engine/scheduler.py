@@ -42,6 +42,16 @@ class Ticket:
     reply: asyncio.Future[ReplyStream] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     coalesced: int = 0  # how many later messages joined this turn
     requested_by: set[str] = field(default_factory=set)  # author ids whose messages this turn answers
+    # The turn after this one that the same delivery shows (another character of the cast
+    # answering the same message), or None. Always resolved once this turn is over.
+    follow_up: asyncio.Future[Admission | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    def end_follow_ups(self) -> None:
+        """No turn follows this one (it failed, was stopped, or the cast is done)."""
+        if not self.follow_up.done():
+            self.follow_up.set_result(None)
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,15 @@ class Admission:
     ticket: Ticket
     joined_existing: bool
     position: int
+
+
+def ready_admission(room_key: str, reply: ReplyStream) -> Admission:
+    """An admission for a reply that needs no turn (a character's fixed greeting): adapters show it
+    through the same path as a generated one, with its speaker."""
+    ticket = Ticket(room_key)
+    ticket.reply.set_result(reply)
+    ticket.end_follow_ups()
+    return Admission(ticket, False, 0)
 
 
 @dataclass
@@ -113,6 +132,7 @@ class Scheduler:
         for ticket in [*self._waiting.values(), *([preparing] if preparing else [])]:
             if not ticket.reply.done():
                 ticket.reply.set_exception(ModelError("the bot is shutting down"))
+            ticket.end_follow_ups()
         self._waiting.clear()
 
     # -- requests ------------------------------------------------------------------------
@@ -172,6 +192,11 @@ class Scheduler:
         """One room whose turn runs (the oldest), or None."""
         return next(iter(self._running), None)
 
+    def running_ticket(self, room_key: str) -> Ticket | None:
+        """The ticket of the room's running turn (a reply job chains its follow-up on it)."""
+        running = self._running.get(room_key)
+        return running.ticket if running is not None else None
+
     def requesters(self, room_key: str) -> frozenset[str]:
         """Who asked for the room's running (else waiting) turn: they may stop their own reply."""
         running = self._running.get(room_key)
@@ -189,6 +214,7 @@ class Scheduler:
         ticket = self._waiting.pop(room_key, None) or self._prepared_ticket(room_key)
         if ticket is not None and not ticket.reply.done():
             ticket.reply.set_exception(UserError("stopped before the reply began"))
+            ticket.end_follow_ups()
             return True
         return False
 
@@ -274,6 +300,7 @@ class Scheduler:
         try:
             await self._generate(running)
         finally:
+            running.ticket.end_follow_ups()  # the reply's on_done hooks had their chance to chain one
             del self._running[room_key]
             if not self._running:
                 self._turn_over.set()

@@ -61,11 +61,27 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class Speaker:
+    """The character who writes a reply in a room whose cast has more than one.
+
+    Adapters show it: a Discord webhook with its name and avatar, a bold name and
+    ``org.hearth.character`` on Matrix, ``Name:`` on the console. A reply in a room with one
+    persona carries no speaker and looks as it always did.
+    """
+
+    name: str  # the display name users see and mention
+    key: str  # the persona's library key, what ``persona speak`` takes
+    avatar: Attachment | None = None  # the card image (PNG), for webhooks and MSC4144 profiles
+
+
+@dataclass(frozen=True)
 class IncomingMessage:
     """One message from a user, already translated by the adapter.
 
     ``addressed`` says the platform-level trigger fired (mention, reply to the bot,
     DM, or an answer-everything channel); the engine adds wake words on top.
+    ``replied_to`` names the character a reply answers (a reply to a webhook message, or to
+    an event carrying ``org.hearth.character``): that character speaks next.
     """
 
     room: RoomRef
@@ -75,6 +91,7 @@ class IncomingMessage:
     addressed: bool = False
     attachments: tuple[Attachment, ...] = ()
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    replied_to: str | None = None  # the character whose message this replies to (its Speaker.name)
 
 
 class SessionState(Protocol):

@@ -55,6 +55,7 @@ _TEXT_FIELDS = {  # card key -> persona field
 }
 _LIST_FIELDS = {
     "alternate_greetings": "alternate_greetings",
+    "group_only_greetings": "group_only_greetings",
     "tags": "tags",
     "assets": "assets",
     "source": "card_source",
@@ -246,6 +247,8 @@ def export_card_json(persona: Persona, lorebook: Lorebook | None = None) -> dict
         hearth["model"] = persona.model
     if hearth:
         extensions["hearth"] = hearth
+    if persona.talkativeness is not None:
+        extensions["talkativeness"] = str(persona.talkativeness)  # where SillyTavern keeps it, as text
     mes_example = "\n".join(f"<START>\n{text.strip()}" for text in persona.example_dialogues)
     data: dict[str, Any] = {
         "name": persona.name,
@@ -279,6 +282,8 @@ def _v3_fields(persona: Persona) -> dict[str, Any]:
         fields["assets"] = [asset.model_dump(mode="json") for asset in persona.assets]
     if persona.card_source:
         fields["source"] = list(persona.card_source)
+    if persona.group_only_greetings:
+        fields["group_only_greetings"] = list(persona.group_only_greetings)
     for key in _DATE_FIELDS:
         if getattr(persona, key) is not None:
             fields[key] = getattr(persona, key)

@@ -20,6 +20,7 @@ from pathlib import Path
 from errors import PersonaError
 from personas.cards import Card, card_png_bytes, export_card_json, read_card
 from personas.files import slugify, write_all
+from personas.images import as_png
 from personas.loader import (
     LOREBOOK_SUFFIXES,
     PERSONA_SUFFIXES,
@@ -44,6 +45,7 @@ class PersonaLibrary:
         self._personas: dict[str, Persona] | None = None
         self._books: dict[str, Lorebook] = {}
         self._errors: list[str] = []
+        self._avatars: dict[str, bytes | None] = {}
 
     @property
     def dirs(self) -> list[Path]:
@@ -81,6 +83,7 @@ class PersonaLibrary:
                 if _find_book(books, name) is None:
                     errors.append(f"{persona.source}: lorebooks: unknown lorebook '{name}'")
         self._personas, self._books, self._errors = personas, books, errors
+        self._avatars = {}  # a re-imported card may have a new image under the same path
 
     def names(self) -> list[str]:
         """Persona keys (file stems, lowercased), sorted."""
@@ -128,6 +131,20 @@ class PersonaLibrary:
             token_budget=max(book.token_budget for book in books),
             entries=[entry for book in books for entry in book.entries],
         )
+
+    def avatar_png(self, persona: Persona) -> bytes | None:
+        """The persona's avatar as PNG bytes (for webhooks and chat profiles), read once; None
+        without one. An unreadable avatar is listed in ``errors`` once, and the character still talks."""
+        if not persona.avatar:
+            return None
+        key = persona.avatar
+        if key not in self._avatars:
+            try:
+                self._avatars[key] = as_png(_read_avatar(persona), persona.name)
+            except PersonaError as exc:
+                self._errors.append(str(exc))
+                self._avatars[key] = None
+        return self._avatars[key]
 
     def export_card(self, persona: Persona, *, png: bool) -> bytes:
         """A persona as a card: V2 JSON text, or a PNG (its avatar or a placeholder) with V2 and V3 chunks."""

@@ -29,7 +29,8 @@ _TEXT_FIELDS = (
     "post_history_instructions",
     "creator_notes",
 )
-_TEXT_LIST_FIELDS = ("alternate_greetings", "example_dialogues")
+_TEXT_LIST_FIELDS = ("alternate_greetings", "group_only_greetings", "example_dialogues")
+DEFAULT_TALKATIVENESS = 0.5  # SillyTavern's default: a character answers about every other message
 
 
 class SamplingOverride(BaseModel):
@@ -86,6 +87,10 @@ class Persona(BaseModel):
     scenario: str = ""
     greeting: str = ""
     alternate_greetings: list[str] = Field(default_factory=list)
+    group_only_greetings: list[str] = Field(default_factory=list)  # V3: said when joining a cast
+    # How readily the character speaks up in a group (0 to 1); None: the card's
+    # extensions.talkativeness, else DEFAULT_TALKATIVENESS.
+    talkativeness: float | None = Field(default=None, ge=0.0, le=1.0)
     example_dialogues: list[str] = Field(default_factory=list)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     post_history_instructions: str = ""
@@ -176,6 +181,17 @@ class Persona(BaseModel):
     def char_name(self) -> str:
         """What ``{{char}}`` becomes: the V3 nickname when the card has one, else the name."""
         return self.nickname or self.name
+
+    @property
+    def effective_talkativeness(self) -> float:
+        """The persona's own value, else the card's (SillyTavern writes it as a string), else 0.5."""
+        if self.talkativeness is not None:
+            return self.talkativeness
+        try:
+            value = float(self.extensions.get("talkativeness", DEFAULT_TALKATIVENESS))
+        except (TypeError, ValueError):
+            return DEFAULT_TALKATIVENESS
+        return min(max(value, 0.0), 1.0) if value == value else DEFAULT_TALKATIVENESS  # NaN: the default
 
     @property
     def effective_wake_words(self) -> list[str]:

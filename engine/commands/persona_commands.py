@@ -1,10 +1,13 @@
-"""``persona list|show|set|export``: which character speaks in a room, as users see it."""
+"""``persona list|show|set|export`` and the cast (``add|remove|cast|speak``): which characters speak in a room."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.cast import cast_changes
 from engine.commands.core import Command, CommandContext, CommandResult, Right
+from engine.reply import ReplyStream
+from engine.scheduler import ready_admission
 from engine.types import Attachment
 from errors import CheckFailure, CommandError
 from personas import slugify
@@ -45,12 +48,17 @@ def lorebook_lines(books: list[Lorebook]) -> list[str]:
 
 
 def commands(conv: Conversation) -> list[Command]:
+    def library_key(name: str) -> str:
+        """The persona's library key (``persona add Ember`` finds ``ember``): what the cast stores."""
+        wanted = conv.personas.get(name)
+        return next((key for key in conv.personas.names() if conv.personas.get(key) == wanted), name.lower())
+
     async def list_personas(ctx: CommandContext, args: list[str]) -> str:
-        current = (await conv.persona_for(ctx.room)).name.lower()
+        speaking = {persona.name.lower() for persona in (await conv.room_turn(ctx.room)).personas}
         lines = []
         for name in conv.personas.names():
             persona = conv.personas.get(name)
-            marker = "*" if persona.name.lower() == current or name == current else " "
+            marker = "*" if persona.name.lower() in speaking else " "  # the room's persona, or its whole cast
             lines.append(f"{marker} {persona_line(name, persona, ctx.author.display_name)}")
         for error in conv.personas.errors:
             lines.append(f"! {error}")
@@ -93,10 +101,58 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def set_persona(ctx: CommandContext, args: list[str]) -> str:
         persona = conv.personas.get(args[0])
-        room = await conv.room(ctx.room)
-        await conv.store.update_room_settings(room.conversation_id, persona=args[0].lower())
+        turn = await conv.room_turn(ctx.room)
+        changes = cast_changes(turn.settings, [library_key(args[0])])
+        await conv.store.update_room_settings(turn.conversation_id, **changes)
         greeting = persona.render_greeting(ctx.author.display_name)
         return f"persona set to {persona.name}" + (f"\n\n{greeting}" if greeting else "")
+
+    async def cast_list(ctx: CommandContext, args: list[str]) -> str:
+        turn = await conv.room_turn(ctx.room)
+        return "\n".join(
+            f"{key} ({persona.name}): talkativeness {persona.effective_talkativeness:g}" for key, persona in turn.cast
+        )
+
+    async def add(ctx: CommandContext, args: list[str]) -> str | CommandResult:
+        key = library_key(args[0])
+        persona = conv.personas.get(key)
+        turn = await conv.room_turn(ctx.room)
+        cast = [member for member, _ in turn.cast]
+        if key in cast:
+            raise CommandError(f"{persona.name} is already in this room's cast")
+        await conv.store.update_room_settings(turn.conversation_id, **cast_changes(turn.settings, [*cast, key]))
+        line = f"{persona.name} joins the cast ({len(cast) + 1} characters)"
+        greetings = persona.group_only_greetings
+        greeting = persona.render(conv.rng.choice(greetings), ctx.author.display_name) if greetings else ""
+        if not greeting:
+            return line
+        await conv.store.append(
+            turn.conversation_id, role="assistant", author_id="hearth", author_name=persona.name, text=greeting
+        )
+        said = ReplyStream.from_text(greeting)
+        said.speaker = conv.speaker(key, persona)  # shown as the character: a webhook, a profile, "Name:"
+        return CommandResult(line, reply=ready_admission(ctx.room.label, said))
+
+    async def remove(ctx: CommandContext, args: list[str]) -> str:
+        turn = await conv.room_turn(ctx.room)
+        key = next((k for k, p in turn.cast if args[0].strip().lower() in (k, p.name.lower())), None)
+        if key is None:
+            raise CommandError(f"{args[0]!r} is not in this room's cast ({', '.join(k for k, _ in turn.cast)})")
+        if len(turn.cast) == 1:
+            raise CommandError("a room needs at least one persona: use persona set to change it")
+        cast = [member for member, _ in turn.cast if member != key]
+        await conv.store.update_room_settings(turn.conversation_id, **cast_changes(turn.settings, cast))
+        return f"{turn.members[key].name} left the cast"
+
+    async def speak(ctx: CommandContext, args: list[str]) -> CommandResult:
+        turn = await conv.room_turn(ctx.room)
+        key = next((k for k, p in turn.cast if args[0].strip().lower() in (k, p.name.lower())), None)
+        if key is None:
+            raise CommandError(f"{args[0]!r} is not in this room's cast ({', '.join(k for k, _ in turn.cast)})")
+        admission = conv.scheduler.request(ctx.room.label)
+        conv.plan_speaker(ctx.room, key)
+        admission.ticket.requested_by.add(ctx.author.id)
+        return CommandResult(f"{turn.members[key].name} speaks…", reply=admission)
 
     return [
         Command(("persona", "list"), list_personas, "list the personas", max_args=0),
@@ -113,10 +169,22 @@ def commands(conv: Conversation) -> list[Command]:
         Command(
             ("persona", "set"),
             set_persona,
-            "change the room's persona",
+            "change the room's persona (a cast becomes this one persona)",
             "NAME",
             right=Right.ROOM_MANAGER,
             min_args=1,
             max_args=1,
+        ),
+        Command(("persona", "cast"), cast_list, "the characters who speak in this room", max_args=0),
+        Command(
+            ("persona", "add"), add, "add a character to the room's cast", "NAME",
+            right=Right.ROOM_MANAGER, min_args=1, max_args=1,
+        ),
+        Command(
+            ("persona", "remove"), remove, "remove a character from the room's cast", "NAME",
+            right=Right.ROOM_MANAGER, min_args=1, max_args=1,
+        ),
+        Command(
+            ("persona", "speak"), speak, "ask one character of the cast to speak now", "NAME", min_args=1, max_args=1
         ),
     ]

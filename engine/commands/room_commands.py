@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from engine.cast import GROUP_SETTINGS, group_options, parse_group_setting
 from engine.commands.core import Command, CommandContext, CommandResult, Right
 from engine.conversation import TRIGGER_MODES
 from engine.sampling import SAMPLING_KEYS, parse_sampling_value
@@ -22,11 +23,16 @@ def commands(conv: Conversation) -> list[Command]:
         turn = await conv.room_turn(ctx.room)
         settings, persona = turn.settings, turn.persona
         sampling = ", ".join(f"{k}={v}" for k, v in sorted(settings.sampling.items())) or "model defaults"
-        return (
-            f"persona: {persona.name}\n"
-            f"trigger: {settings.trigger_mode or 'mention'} (one of {', '.join(TRIGGER_MODES)})\n"
-            f"sampling overrides: {sampling}"
-        )
+        lines = [
+            f"persona: {persona.name}",
+            f"trigger: {settings.trigger_mode or 'mention'} (one of {', '.join(TRIGGER_MODES)})",
+            f"sampling overrides: {sampling}",
+        ]
+        if turn.is_group:
+            group = group_options(settings)
+            lines[0] = f"cast: {', '.join(p.name for p in turn.personas)}"
+            lines.append(f"group: mode {group.mode}, replies {group.replies}, chain {group.chain}")
+        return "\n".join(lines)
 
     async def settings_set(ctx: CommandContext, args: list[str]) -> str:
         key, raw = args[0].lower(), args[1]
@@ -36,6 +42,12 @@ def commands(conv: Conversation) -> list[Command]:
                 raise CommandError(f"trigger must be one of {', '.join(TRIGGER_MODES)}, not {raw!r}")
             await conv.store.update_room_settings(room.conversation_id, trigger_mode=raw)
             return f"trigger set to {raw}"
+        if key in GROUP_SETTINGS:
+            value = parse_group_setting(key, raw)
+            extra = dict((await conv.store.room_settings(room.conversation_id)).extra)
+            extra[key] = value
+            await conv.store.update_room_settings(room.conversation_id, extra=extra)
+            return f"{key} set to {value}"
         current = dict((await conv.store.room_settings(room.conversation_id)).sampling)
         if raw.lower() in ("default", "reset"):
             current.pop(key, None)
@@ -78,17 +90,18 @@ def commands(conv: Conversation) -> list[Command]:
             raise CheckFailure("that reply answered someone else: regenerating it needs a room manager")
         await conv.store.delete_message_by_id(room.conversation_id, recent[-1].id)
         admission = conv.scheduler.request(ctx.room.label)
+        conv.plan_speaker(ctx.room, recent[-1].author_name)  # in a cast, the same character writes it again
         admission.ticket.requested_by.add(ctx.author.id)
         return CommandResult("regenerating…", reply=admission)
 
-    setting_keys = "trigger|" + "|".join(SAMPLING_KEYS)
+    setting_keys = "trigger|" + "|".join(GROUP_SETTINGS) + "|" + "|".join(SAMPLING_KEYS)
     return [
         Command(("help",), help_command, "list the commands"),
         Command(("settings", "show"), settings_show, "the room's trigger mode and sampling", max_args=0),
         Command(
             ("settings", "set"),
             settings_set,
-            "change the room's trigger mode or a sampling value ('default' resets it)",
+            "change the room's trigger mode, group settings or a sampling value ('default' resets it)",
             f"{setting_keys} VALUE",
             right=Right.ROOM_MANAGER,
             min_args=2,

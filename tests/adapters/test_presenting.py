@@ -6,6 +6,7 @@ and Matrix tests check that each adapter really goes through it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from adapters.presenting import present, present_outcome, present_result
@@ -13,7 +14,22 @@ from engine.commands.core import CommandResult
 from engine.conversation import Outcome
 from engine.types import Attachment
 
-ADMISSION: Any = object()  # passed through untouched: the presenter never opens it
+
+class _NoFollowUp:
+    """A ticket whose turn has no follow-up: the presenter only awaits ``follow_up``."""
+
+    @property
+    def follow_up(self) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class _Admission:
+    ticket = _NoFollowUp()
+
+
+ADMISSION: Any = _Admission()  # handed to deliver_reply untouched
 CARD = Attachment("quill.png", "image/png", data=b"\x89PNG")
 
 
@@ -71,3 +87,26 @@ async def test_the_two_entry_points_agree_with_present():
     await present_result(CommandResult("x", table=True), out)
     await present_outcome(Outcome("busy", notice="n"), out)
     assert out.calls == [("table", "x", False), ("notice", "n")]
+
+
+async def test_each_follow_up_turn_is_delivered_in_order():
+    """A cast's characters answering one message: the presenter walks the chain of follow-ups."""
+    from adapters.presenting import deliver_with_follow_ups
+
+    loop = asyncio.get_running_loop()
+
+    class Ticket:
+        def __init__(self) -> None:
+            self.follow_up = loop.create_future()
+
+    class Turn:
+        def __init__(self) -> None:
+            self.ticket = Ticket()
+
+    first, second, third = Turn(), Turn(), Turn()
+    first.ticket.follow_up.set_result(second)
+    second.ticket.follow_up.set_result(third)
+    third.ticket.follow_up.set_result(None)
+    out = Recording()
+    await deliver_with_follow_ups(first, out)  # type: ignore[arg-type]
+    assert out.calls == [("reply", first), ("reply", second), ("reply", third)]
