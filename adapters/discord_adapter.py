@@ -34,6 +34,7 @@ from adapters.discord_mapping import (
     room_for_channel_id,
 )
 from adapters.discord_reply import DISCORD_LIMIT, SAFE_MENTIONS, deliver_reply
+from adapters.discord_webhooks import CharacterWebhooks
 from adapters.presenting import present_outcome, present_result
 from adapters.recent_ids import RecentIds
 from adapters.rendering import defuse_mentions, split_message
@@ -202,6 +203,7 @@ class DiscordAdapter:
         self.tree.add_command(self.hearth)
         self.tree.error(self._on_tree_error)
         self._own: RecentIds[int] = RecentIds(OWN_MESSAGES_KEPT)
+        self.webhooks = CharacterWebhooks(self.client, clock)  # a cast's characters speak through these
         self._task: asyncio.Task[None] | None = None
         self._replies: set[asyncio.Task[Any]] = set()
         for handler in (
@@ -301,12 +303,15 @@ class DiscordAdapter:
     async def incoming(self, message: discord.Message) -> IncomingMessage | None:
         """Translate a message, or None when the engine should never see it.
 
-        Dropped: our own messages, system messages, other bots (unless ``ignore_bots`` is off)
-        and DMs when they are not allowed. Everything else reaches the engine, which stores it
-        as context even when it does not answer.
+        Dropped: our own messages (a character's webhook messages too), system messages, other
+        bots (unless ``ignore_bots`` is off) and DMs when they are not allowed. Everything else
+        reaches the engine, which stores it as context even when it does not answer. A reply to
+        a character's message names that character (``replied_to``) and addresses the bot.
         """
         me = self.client.user
         if me is None or message.author.id == me.id or message.type not in ANSWERED_TYPES:
+            return None
+        if self.webhooks.owns(message.webhook_id):
             return None
         if message.author.bot and self.config.ignore_bots:
             return None
@@ -319,7 +324,8 @@ class DiscordAdapter:
         author = author_for(message.author, message.channel, self.operators, self.config.admin_roles)
         if not self.config.ignore_bots:
             author = replace(author, is_bot=False)  # the config says bots are answered like people
-        addressed = is_addressed(
+        replied_to = await self.webhooks.replied_character(message)
+        addressed = replied_to is not None or is_addressed(
             message,
             me.id,
             allow_dms=self.config.allow_dms,
@@ -334,6 +340,7 @@ class DiscordAdapter:
             addressed=addressed,
             attachments=attachments,
             created_at=message.created_at,
+            replied_to=replied_to,
         )
 
     async def on_message(self, message: discord.Message) -> None:
@@ -375,6 +382,7 @@ class DiscordAdapter:
                 clock=self.clock,
                 on_sent=self._remember,
                 room_label=room.label,
+                webhooks=self.webhooks,
             )
         finally:
             if task is not None:
@@ -389,6 +397,8 @@ class DiscordAdapter:
         me = self.client.user
         if me is None or message.author.id == me.id or (message.author.bot and self.config.ignore_bots):
             return
+        if self.webhooks.owns(message.webhook_id):
+            return  # a character's reply being streamed: the engine stored it itself
         room = room_for(message.channel) if message.channel is not None else RoomRef(PLATFORM, str(payload.channel_id))
         try:
             await self.conversation.message_edited(room, str(payload.message_id), readable_text(message, me.id))

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from engine.cast import GROUP_SETTINGS
 from engine.conversation import TRIGGER_MODES
+from engine.group import GROUP_MODES
 from engine.sampling import SAMPLING_KEYS
 
 if TYPE_CHECKING:
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 Runner = Callable[..., Awaitable[None]]  # run_slash(interaction, words, attachments=())
 MAX_CHOICES = 25  # Discord's limit for autocomplete results
-SETTING_KEYS = ("trigger", *SAMPLING_KEYS)
+SETTING_KEYS = ("trigger", *GROUP_SETTINGS, *SAMPLING_KEYS)
 
 
 def _matching(names: Sequence[str], current: str) -> list[app_commands.Choice[str]]:
@@ -49,9 +51,11 @@ def setting_choices(current: str) -> list[app_commands.Choice[str]]:
 
 
 def value_choices(key: str | None, current: str) -> list[app_commands.Choice[str]]:
-    """Trigger modes when the key is ``trigger``; sampling values are free-form."""
+    """Trigger modes when the key is ``trigger``, group modes for ``group_mode``; others are free-form."""
     if (key or "").lower() in ("trigger", "trigger_mode"):
         return _matching(TRIGGER_MODES, current)
+    if (key or "").lower() == "group_mode":
+        return _matching(GROUP_MODES, current)
     return _matching(["default"], current) if current and "default".startswith(current.lower()) else []
 
 
@@ -130,6 +134,30 @@ def build_hearth_group(conversation: Conversation, run: Runner) -> app_commands.
     async def persona_import(interaction: discord.Interaction, file: discord.Attachment, replace: bool = False) -> None:
         await run(interaction, ["persona", "import", *(["--replace"] if replace else [])], attachments=[file])
 
+    # -- the cast (several characters in one room) ------------------------------------------
+
+    @persona.command(name="cast", description=about("persona", "cast", fallback="the characters in this room"))
+    async def persona_cast(interaction: discord.Interaction) -> None:
+        await run(interaction, ["persona", "cast"])
+
+    @persona.command(name="add", description=about("persona", "add", fallback="add a character to the cast"))
+    @app_commands.describe(name="the persona to add to this room's cast")
+    @app_commands.autocomplete(name=complete_persona)
+    async def persona_add(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, ["persona", "add", name])
+
+    @persona.command(name="remove", description=about("persona", "remove", fallback="remove a cast member"))
+    @app_commands.describe(name="the character to remove from this room's cast")
+    @app_commands.autocomplete(name=complete_persona)
+    async def persona_remove(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, ["persona", "remove", name])
+
+    @persona.command(name="speak", description=about("persona", "speak", fallback="ask one character to speak"))
+    @app_commands.describe(name="the character of this room's cast who should speak now")
+    @app_commands.autocomplete(name=complete_persona)
+    async def persona_speak(interaction: discord.Interaction, name: str) -> None:
+        await run(interaction, ["persona", "speak", name])
+
     # -- memory -----------------------------------------------------------------------------
 
     @memory.command(name="show", description=about("memory", "show", fallback="what hearth remembers"))
@@ -184,7 +212,10 @@ def build_hearth_group(conversation: Conversation, run: Runner) -> app_commands.
         await run(interaction, ["settings", "show"])
 
     @settings.command(name="set", description=about("settings", "set", fallback="change a room setting"))
-    @app_commands.describe(key="trigger, or a sampling key such as temperature", value="the new value, or 'default'")
+    @app_commands.describe(
+        key="trigger, group_mode, group_replies, group_chain, or a sampling key such as temperature",
+        value="the new value, or 'default'",
+    )
     async def settings_set(interaction: discord.Interaction, key: str, value: str) -> None:
         await run(interaction, ["settings", "set", key, value])
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from pathlib import PurePath
 from typing import Any
 
@@ -144,6 +144,27 @@ def replies_to_bot(message: discord.Message, bot_id: int, own_message_ids: Conta
     return reference.message_id in own_message_ids
 
 
+def character_reply_name(
+    message: discord.Message, webhook_ids: Container[int], character_messages: Mapping[int, str]
+) -> str | None:
+    """The character a reply answers: the name a hearth webhook message was sent under, or the
+    character of a message the bot sent for one (``character_messages``: message id → name).
+
+    A webhook message's author is the webhook, shown under the ``username`` it was sent with:
+    that display name is the character's. None when the reply answers anything else.
+    """
+    reference = message.reference
+    if reference is None or reference.message_id is None:
+        return None
+    name = character_messages.get(reference.message_id)
+    if name is not None:
+        return name
+    resolved = reference.resolved
+    if isinstance(resolved, discord.Message) and resolved.webhook_id is not None and resolved.webhook_id in webhook_ids:
+        return resolved.author.display_name
+    return None
+
+
 def is_addressed(
     message: discord.Message,
     bot_id: int,
@@ -243,6 +264,7 @@ async def read_attachments(items: Iterable[discord.Attachment], *, cards: bool =
 __all__ = [
     "PLATFORM",
     "author_for",
+    "character_reply_name",
     "in_answer_channel",
     "is_addressed",
     "is_operator",

@@ -11,6 +11,7 @@ import asyncio
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,8 +22,10 @@ import discord.ext.test as dpytest
 import discord.ext.test.backend as back
 import discord.ext.test.callbacks as callbacks
 import discord.ext.test.factories as facts
+import discord.webhook.async_ as webhook_async
 import pytest
 import pytest_asyncio
+from discord.webhook.async_ import AsyncWebhookAdapter
 
 from adapters.discord_adapter import DiscordAdapter, make_client
 from adapters.discord_mapping import room_for
@@ -369,3 +372,123 @@ class FakeInteraction:
 @pytest.fixture
 def interaction_for() -> Callable[[Any, Any], FakeInteraction]:
     return FakeInteraction
+
+
+# -- channel webhooks (dpytest has none): discord.py's own webhook code, a recorded wire -------
+
+
+class WebhookWire(AsyncWebhookAdapter):
+    """Discord's webhook endpoints for a dpytest client: listing and creating a channel's webhooks
+    (bot HTTP), and executing, editing and deleting webhook messages (discord.py's webhook adapter).
+
+    ``discord.Webhook`` still builds every payload itself, so what is recorded here is what would
+    go over the wire. A sent message also appears in the channel as Discord would post it (author:
+    the webhook, shown under the ``username`` it was sent with), so replies to it can be made.
+    ``refuse`` makes listing and creating fail as they do without Manage Webhooks.
+    """
+
+    def __init__(self, client: discord.Client) -> None:
+        super().__init__()
+        self.client = client
+        self.hooks: dict[int, dict[str, Any]] = {}  # webhook id → webhook payload
+        self.created: list[dict[str, Any]] = []  # {"channel_id", "name", "avatar"} of each creation
+        self.calls: list[SimpleNamespace] = []  # method, webhook_id, payload, params of each message call
+        self.refuse = False
+        self.refused_usernames: set[str] = set()  # Discord refuses "clyde" and "discord" in a username
+
+    @property
+    def sends(self) -> list[SimpleNamespace]:
+        return [call for call in self.calls if call.method == "POST"]
+
+    @property
+    def edits(self) -> list[SimpleNamespace]:
+        return [call for call in self.calls if call.method == "PATCH"]
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        http = self.client.http
+        monkeypatch.setattr(http, "channel_webhooks", self._channel_webhooks, raising=False)
+        monkeypatch.setattr(http, "create_webhook", self._create_webhook, raising=False)
+        monkeypatch.setattr(webhook_async, "async_context", ContextVar("hearth_test_webhooks", default=self))
+
+    def _forbidden(self) -> discord.Forbidden:
+        return discord.Forbidden(back.FakeRequest(403, "Missing Permissions"), {"code": 50013, "message": "no"})
+
+    async def _channel_webhooks(self, channel_id: int) -> list[dict[str, Any]]:
+        if self.refuse:
+            raise self._forbidden()
+        return [dict(hook) for hook in self.hooks.values() if hook["channel_id"] == str(channel_id)]
+
+    async def _create_webhook(self, channel_id: int, *, name: str, avatar: Any = None, reason: Any = None) -> Any:
+        if self.refuse:
+            raise self._forbidden()
+        self.created.append({"channel_id": channel_id, "name": name, "avatar": avatar})
+        hook_id = facts.make_id()
+        channel = self.client.get_channel(channel_id)
+        self.hooks[hook_id] = {
+            "id": str(hook_id),
+            "type": 1,
+            "channel_id": str(channel_id),
+            "guild_id": str(channel.guild.id),
+            "name": name,
+            "avatar": f"hash{hook_id}" if avatar else None,
+            "token": f"token-{hook_id}",
+            "application_id": None,
+            "user": facts.dict_from_user(self.client.user),
+        }
+        return dict(self.hooks[hook_id])
+
+    async def request(self, route: Any, session: Any, *, payload: Any = None, params: Any = None, **_: Any) -> Any:
+        hook_id = int(route.webhook_id)
+        self.calls.append(SimpleNamespace(method=route.method, webhook_id=hook_id, payload=payload, params=params))
+        if "/messages/" not in route.path and route.method in ("DELETE", "PATCH"):  # the webhook itself
+            self.hooks.pop(hook_id, None)
+            return None
+        if hook_id not in self.hooks:
+            raise discord.NotFound(back.FakeRequest(404, "Unknown Webhook"), {"code": 10015, "message": "gone"})
+        channel_id = int((params or {}).get("thread_id") or self.hooks[hook_id]["channel_id"])
+        log = sent_log().setdefault(channel_id, [])
+        if route.method == "POST":
+            if payload["username"] in self.refused_usernames:
+                raise discord.HTTPException(back.FakeRequest(400, "Bad Request"), {"code": 50035, "message": "bad"})
+            return self._post(hook_id, channel_id, payload, log)
+        message_id = int(route.url.rsplit("/", 1)[1])
+        data = next(m for m in log if int(m["id"]) == message_id)
+        if route.method == "DELETE":
+            log.remove(data)
+            return None
+        data["content"] = payload["content"]
+        return dict(data)
+
+    def _post(self, hook_id: int, channel_id: int, payload: dict[str, Any], log: list[Any]) -> dict[str, Any]:
+        channel = self.client.get_channel(channel_id) or back.get_state()._get_guild_channel({"channel_id": channel_id})
+        data = webhook_message_dict(channel, hook_id, payload["username"], payload.get("content", ""))
+        log.append(data)
+        back.get_state().parse_message_create(data)  # the gateway echoes it: the adapter must ignore it
+        return dict(data)
+
+    def messages(self, channel: Any) -> list[dict[str, Any]]:
+        """The webhook messages in ``channel`` as they stand now, oldest first."""
+        return [m for m in sent_log().get(channel.id, []) if m.get("webhook_id")]
+
+
+def webhook_message_dict(channel: Any, hook_id: int, username: str, content: str) -> dict[str, Any]:
+    """A message as Discord posts it for a webhook: its author is the webhook, under ``username``."""
+    message_id = facts.make_id()
+    return {
+        "id": str(message_id),
+        "channel_id": str(channel.id),
+        "guild_id": str(channel.guild.id),
+        "author": {"id": str(hook_id), "username": username, "discriminator": "0000", "avatar": None, "bot": True},
+        "webhook_id": str(hook_id),
+        "content": content,
+        "timestamp": discord.utils.snowflake_time(message_id).isoformat(),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": False,
+        "type": 0,
+    }
