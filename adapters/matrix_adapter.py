@@ -37,8 +37,10 @@ from nio import (
 from nio.events.room_events import RoomEncryptedMedia
 
 from adapters.matrix_attachments import read_attachment, replied_file
+from adapters.matrix_characters import CharacterAvatars, CharacterMessages, character_of
 from adapters.matrix_mapping import (
     PLATFORM,
+    answered_event,
     creators_of,
     creators_privileged,
     edit_target,
@@ -143,6 +145,8 @@ class MatrixAdapter:
         )
         self.display_name: str | None = None
         self._own: RecentIds[str] = RecentIds(OWN_EVENTS_KEPT)
+        self.avatars = CharacterAvatars(self.client, session)  # a cast's card images, uploaded once
+        self.characters = CharacterMessages(OWN_EVENTS_KEPT)  # our recent event id → its character
         self._joined_at_ms: dict[str, int] = {}
         self._room_creators: dict[str, frozenset[str]] = {}
         self._catching_up = False
@@ -314,35 +318,57 @@ class MatrixAdapter:
         joined = self._joined_at_ms.get(room.room_id)
         return not (joined and stamp and stamp < joined - LATE_JOIN_GRACE_MS)
 
-    async def _addressed(self, room: MatrixRoom, content: dict[str, Any], body: str) -> bool:
-        if is_addressed(
+    async def _addressed(self, room: MatrixRoom, content: dict[str, Any], body: str) -> tuple[bool, str | None]:
+        """Whether the platform trigger fired, and the character a reply answers (if it answers one)."""
+        addressed = is_addressed(
             content,
             body,
             user_id=self.user_id,
             display_name=self._own_name(room),
             member_count=room.member_count,
             own_event_ids=self._own,
-        ):
-            return True
+        )
         target = replied_to(content)
         if target is None:
-            return False
-        # A reply to a message we sent before a restart: ask the server who wrote it.
+            return addressed, None
+        chosen = answered_event(content) is not None  # not a thread's automatic fallback reply
+        character = self.characters.name_of(target) if chosen else None
+        if character is not None or target in self._own:
+            return addressed or character is not None, character
+        # A reply to a message we sent before a restart: ask the server who (and which character) wrote it.
         response = await self.client.room_get_event(room.room_id, target)
-        return isinstance(response, RoomGetEventResponse) and response.event.sender == self.user_id
+        if not isinstance(response, RoomGetEventResponse) or response.event.sender != self.user_id:
+            return addressed, None
+        character = character_of(await self._decrypted_content(response.event))
+        if character is not None:
+            self.characters.remember(target, character)
+        return True, character if chosen else None
+
+    async def _decrypted_content(self, event: Any) -> dict[str, Any]:
+        """The content of a fetched event, decrypted when it is encrypted (empty if we can't)."""
+        if isinstance(event, MegolmEvent):
+            try:
+                event = self.client.decrypt_event(event)
+            except Exception as exc:  # no key for it: the reply still addresses the bot
+                log.debug("matrix: could not decrypt %s: %s", event.event_id, exc)
+                return {}
+        content = event.source.get("content", {})
+        return content if isinstance(content, dict) else {}
 
     async def _incoming(
         self, room: MatrixRoom, event: Any, text: str, attachments: tuple[Attachment, ...] = ()
     ) -> IncomingMessage:
         content = event.source.get("content", {})
+        addressed, character = await self._addressed(room, content, text)
         return IncomingMessage(
             room=room_for(room.room_id, content),
             author=await self.author_for(room, event.sender),
             text=readable_text(text, content, self.user_id, self._own_name(room)),
             message_id=event.event_id,
-            addressed=await self._addressed(room, content, text),
+            addressed=addressed,
             attachments=attachments,
             created_at=datetime.fromtimestamp((event.server_timestamp or 0) / 1000, UTC),
+            replied_to=character,
         )
 
     async def _on_message(self, room: MatrixRoom, event: RoomMessageText | RoomMessageNotice) -> None:
@@ -409,6 +435,8 @@ class MatrixAdapter:
             max_edits=self.config.max_edits,
             clock=self.clock,
             on_sent=self._own.add,
+            avatars=self.avatars,
+            on_character=self.characters.remember,
         )
 
     async def _notice(self, room: MatrixRoom, event: Any, text: str, *, preformatted: bool = False) -> None:

@@ -49,6 +49,12 @@ def replied_to(content: Mapping[str, Any]) -> str | None:
     return None
 
 
+def answered_event(content: Mapping[str, Any]) -> str | None:
+    """The event a user chose to reply to: ``replied_to`` minus a thread's automatic fallback
+    (``is_falling_back``), which only points at the thread's latest event."""
+    return None if relation(content).get("is_falling_back") is True else replied_to(content)
+
+
 def edit_target(content: Mapping[str, Any]) -> str | None:
     """The event an ``m.replace`` edit changes, or None for a new message."""
     relates = relation(content)
@@ -178,6 +184,7 @@ def is_text_file(filename: str, mimetype: str | None) -> bool:
 
 __all__ = [
     "PLATFORM",
+    "answered_event",
     "creators_of",
     "edit_target",
     "effective_power",

@@ -17,6 +17,7 @@ from typing import Any
 
 from nio import AsyncClient, RoomSendResponse, UploadResponse
 
+from adapters.matrix_characters import Character, CharacterAvatars, character_content
 from adapters.matrix_render import edit_content, text_content, with_relation
 from adapters.rendering import EditThrottle, defuse_mentions, present_reply
 from engine.reply import ReplyStream
@@ -66,7 +67,11 @@ async def file_content(client: AsyncClient, room_id: str, file: Attachment) -> d
 
 
 class ReplyEvent:
-    """The event that shows one reply; ``show`` sends it the first time and edits it after."""
+    """The event that shows one reply; ``show`` sends it the first time and edits it after.
+
+    Once ``character`` is set (a cast's reply, known when its turn starts) every send and
+    edit shows that character, and ``on_character`` hears which event it wrote.
+    """
 
     def __init__(
         self,
@@ -77,6 +82,7 @@ class ReplyEvent:
         thread: str | None,
         msgtype: str,
         on_sent: Callable[[str], None] | None = None,
+        on_character: Callable[[str, str], None] | None = None,
     ) -> None:
         self.client = client
         self.room_id = room_id
@@ -84,13 +90,20 @@ class ReplyEvent:
         self.thread = thread
         self.msgtype = msgtype
         self.on_sent = on_sent
+        self.on_character = on_character
+        self.character: Character | None = None
         self.event_id: str | None = None
         self.shown = ""
+        self._tagged = False
 
     async def show(self, text: str) -> None:
         if text == self.shown:
             return
-        content = text_content(text, self.msgtype)
+        character = self.character
+        if character is None:
+            content = text_content(text, self.msgtype)
+        else:
+            content = character_content(text, self.msgtype, character)
         if self.event_id is None:
             with_relation(content, reply_to=self.reply_to, thread=self.thread)
             self.event_id = await send_event(self.client, self.room_id, content)
@@ -99,6 +112,9 @@ class ReplyEvent:
         else:
             await send_event(self.client, self.room_id, edit_content(self.event_id, content))
         self.shown = text
+        if character is not None and not self._tagged and self.on_character is not None:
+            self.on_character(self.event_id, character.name)
+            self._tagged = True
 
 
 async def deliver_reply(
@@ -114,13 +130,25 @@ async def deliver_reply(
     max_edits: int | None = None,
     clock: Callable[[], float] | None = None,
     on_sent: Callable[[str], None] | None = None,
+    avatars: CharacterAvatars | None = None,
+    on_character: Callable[[str, str], None] | None = None,
 ) -> ReplyEvent:
     """Wait for the room's turn and stream the reply into one edited event.
 
     A "you're #N in line" notice (N > 1) becomes the event the reply is later edited into.
-    A failure adds one short error line under whatever was already written.
+    A failure adds one short error line under whatever was already written. A reply with a
+    ``speaker`` (a cast's character) is shown as that character from its first text on.
     """
-    event = ReplyEvent(client, room_id, reply_to=reply_to, thread=thread, msgtype=msgtype, on_sent=on_sent)
+    event = ReplyEvent(
+        client, room_id, reply_to=reply_to, thread=thread, msgtype=msgtype, on_sent=on_sent, on_character=on_character
+    )
+
+    async def turn() -> ReplyStream:
+        stream = await reply
+        if stream.speaker is not None:
+            speaker = stream.speaker
+            event.character = await avatars.character(speaker) if avatars else Character(speaker.name, speaker.key)
+        return stream
 
     async def send_typing() -> None:
         await client.room_typing(room_id, True, timeout=TYPING_TIMEOUT_MS)
@@ -128,7 +156,7 @@ async def deliver_reply(
     throttle = EditThrottle(edit_interval, clock or time.monotonic, max_edits=max_edits)
     try:
         await present_reply(
-            reply,
+            turn(),
             event.show,
             throttle,
             send_typing=send_typing,

@@ -27,3 +27,31 @@ class RecentIds(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._members)
+
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class RecentMap(Generic[K, V]):
+    """A dict that keeps only the ``limit`` newest keys: which character wrote each recent message."""
+
+    def __init__(self, limit: int) -> None:
+        self._order: deque[K] = deque(maxlen=limit)
+        self._values: dict[K, V] = {}
+
+    def __setitem__(self, key: K, value: V) -> None:
+        if key not in self._values:
+            if len(self._order) == self._order.maxlen:
+                self._values.pop(self._order[0], None)
+            self._order.append(key)
+        self._values[key] = value
+
+    def get(self, key: K) -> V | None:
+        return self._values.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+    def __len__(self) -> int:
+        return len(self._values)

@@ -110,15 +110,21 @@ async def matrix_user(
 async def matrix_bot(
     synapse: SynapseServer, matrix_account: Callable[..., MatrixAccount], tmp_path: Path, smol_path: Path
 ) -> AsyncIterator[BotFactory]:
-    """Factory: ``await matrix_bot(**matrix_settings)`` starts a bot on a fresh account (real model)."""
+    """Factory: ``await matrix_bot(**matrix_settings)`` starts a bot on a fresh account (real model).
+
+    ``personas={"key": yaml_text}`` puts persona files in the bot's personas dir before it starts.
+    """
     from .bot import bot_config, start_bot
 
     bots: list[Bot] = []
 
-    async def make(*, with_token: bool = False, **matrix: Any) -> Bot:
+    async def make(*, with_token: bool = False, personas: dict[str, str] | None = None, **matrix: Any) -> Bot:
         account = matrix_account("hearth")
         data = tmp_path / f"bot{len(bots)}"
         data.mkdir()
+        for key, text in (personas or {}).items():
+            (data / "personas").mkdir(exist_ok=True)
+            (data / "personas" / f"{key}.yaml").write_text(text)
         if with_token:  # log in with matrix.access_token instead of a password
             matrix = {"password": None, "access_token": account.access_token, **matrix}
         bot = await start_bot(bot_config(synapse, account, data, **matrix))
