@@ -99,7 +99,9 @@ class LlamaBackend:
         # A state's KV layout depends on flash attention (V is transposed without it).
         options = self.spec.options
         identity += "-fa" if options.flash_attn else ""
-        self.states = StateCache(options.state_cache_mb * 2**20, identity, options.state_cache_dir)
+        self.states = StateCache(
+            options.state_cache_mb * 2**20, identity, options.state_cache_dir, options.state_cache_disk_mb * 2**20
+        )
         fmt, source = choose_format(self.info.architecture, self.info.chat_template, options.chat_format)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.spec.name}")
         try:

@@ -63,6 +63,7 @@ class ModelOptions:
     chat_format: str | None = None  # None: the GGUF's own template, else a built-in guess
     state_cache_mb: int = 512
     state_cache_dir: Path | None = None
+    state_cache_disk_mb: int = 2048  # the disk folder's budget; the oldest states go first
     parallel: int = 1  # rooms generating at once in one context (engine.batch_decoder); 1: the single path
 
 

@@ -10,6 +10,7 @@ identity, so a state from another model file is ignored, and they survive restar
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,6 +18,8 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+
+from engine.backend import CAST_SEPARATOR
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,11 @@ def common_prefix(a: tuple[int, ...] | list[int], b: list[int]) -> int:
 class StateCache:
     """LRU of RoomState by room key, bounded by ``max_bytes``; evictions spill to ``disk_dir``."""
 
-    def __init__(self, max_bytes: int, model_id: str, disk_dir: Path | None = None) -> None:
+    def __init__(
+        self, max_bytes: int, model_id: str, disk_dir: Path | None = None, max_disk_bytes: int = 2 << 30
+    ) -> None:
         self.max_bytes = max_bytes
+        self.max_disk_bytes = max_disk_bytes  # the least recently written files go first past this
         self.model_id = model_id
         self.disk_dir = disk_dir / _safe(model_id) if disk_dir else None
         self._ram: OrderedDict[str, RoomState] = OrderedDict()
@@ -103,8 +109,9 @@ class StateCache:
             self._bytes -= old.size
 
     def invalidate(self, room: str | None = None) -> None:
-        """Forget one room (or all): after a compaction or a model swap."""
-        rooms = [room] if room is not None else list(self._ram)
+        """Forget one room with its cast members' states (or all): after a compaction or a model swap."""
+        cast = [key for key in self._ram if room is not None and key.startswith(room + CAST_SEPARATOR)]
+        rooms = [room, *cast] if room is not None else list(self._ram)
         for key in rooms:
             self.discard_ram(key)
             if self.disk_dir is not None:
@@ -137,8 +144,25 @@ class StateCache:
                 handle.write(struct.pack(f"<{len(state.tokens)}i", *state.tokens))
                 handle.write(state.data)
             os.replace(tmp, path)
+            self._trim_disk()
         except OSError as exc:
             log.warning("could not spill a room state to %s: %s", self.disk_dir, exc)
+
+    def _trim_disk(self) -> None:
+        """Delete the oldest state files until the folder fits ``max_disk_bytes``: a bot in hundreds of
+        rooms must not fill the disk with states of rooms that went quiet long ago."""
+        assert self.disk_dir is not None
+        files = []
+        for path in self.disk_dir.glob("*.state"):
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                files.append((stat.st_mtime, stat.st_size, path))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.max_disk_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
 
     def _load(self, room: str) -> RoomState | None:
         if self.disk_dir is None:

@@ -45,7 +45,7 @@ def config_file(tmp_path: Path):
     def write(extra: str = "") -> Path:
         path = tmp_path / "config.yaml"
         path.write_text(
-            f"model:\n  models_dir: {MODELS}\n  n_threads: 2\n"
+            f"model:\n  models_dir: {MODELS}\n  n_threads: 2\n  state_cache_dir: {tmp_path}/state_cache\n"
             f"database:\n  url: sqlite+aiosqlite:///{tmp_path}/hearth.db\n"
             f"personas:\n  dir: {tmp_path}/personas\n" + extra
         )
@@ -76,7 +76,12 @@ async def app(tmp_path: Path, smol_path: Path):
 
     config = HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(MODELS), "n_threads": 2, "sampling": {"max_tokens": 48}},
+            "model": {
+                "models_dir": str(MODELS),
+                "n_threads": 2,
+                "sampling": {"max_tokens": 48},
+                "state_cache_dir": str(tmp_path / "state_cache"),
+            },
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
             "personas": {"dir": str(tmp_path / "personas")},
         }

@@ -152,3 +152,14 @@ def test_model_options_pass_whole_from_config_to_the_spec(tmp_path):
     big = registry.spec_for(registry.resolve("big")).options
     assert big == replace(expected, n_ctx=4096, chat_format="gemma")
     assert registry.spec_for(registry.resolve(str(tmp_path / "other.gguf"))).options == expected
+
+
+def test_state_cache_spills_under_the_data_folder_by_default():
+    """The first reply after a restart is warm out of the box; ``null`` keeps states in RAM only."""
+    from pathlib import Path
+
+    from config import HearthConfig
+
+    assert HearthConfig.model_validate({}).engine_settings().model.options.state_cache_dir == Path("data/state_cache")
+    ram_only = HearthConfig.model_validate({"model": {"state_cache_dir": None}})
+    assert ram_only.engine_settings().model.options.state_cache_dir is None

@@ -49,6 +49,27 @@ def test_invalidate_forgets_ram_and_disk(tmp_path: Path):
     assert StateCache(10_000, "m", tmp_path).get("room") is None
 
 
+def test_disk_folder_keeps_to_its_budget_dropping_the_oldest(tmp_path: Path):
+    import os
+
+    cache = StateCache(max_bytes=0, model_id="m", disk_dir=tmp_path, max_disk_bytes=2500)
+    for age, room in enumerate(("old", "mid", "new")):
+        before = set(tmp_path.rglob("*.state"))
+        cache.put(room, state(10, 1000))  # nothing fits in RAM: each goes straight to disk
+        (written,) = set(tmp_path.rglob("*.state")) - before
+        os.utime(written, (1000 + age, 1000 + age))  # file times as if written a second apart
+    assert cache.get("old") is None, "the state written longest ago went first"
+    assert cache.get("mid") is not None and cache.get("new") is not None
+
+
+def test_invalidate_drops_the_cast_members_states_too(tmp_path: Path):
+    cache = StateCache(10_000, "m", tmp_path)
+    for key in ("room", "room#ember", "room#bram", "roomier#ember"):
+        cache.put(key, state(5, 100))
+    cache.invalidate("room")
+    assert [key for key in ("room", "room#ember", "room#bram", "roomier#ember") if key in cache] == ["roomier#ember"]
+
+
 def room_prompt(backend: LlamaBackend, room: str, turns: list[str]) -> list[int]:
     messages = [ChatMessage("system", f"You narrate for room {room}. {LORE}")]
     messages += [ChatMessage("user", t) for t in turns]

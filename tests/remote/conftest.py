@@ -45,6 +45,7 @@ def remote_config(tmp_path: Path, url: str, *, default: str = REMOTE_NAME, **ent
                 "n_threads": 2,
                 "default": default,
                 "sampling": {"max_tokens": 48},
+                "state_cache_dir": str(tmp_path / "state_cache"),
                 "models": [model],
             },
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
