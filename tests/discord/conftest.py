@@ -198,7 +198,12 @@ async def hearth_app(tmp_path: Path, smol_path: Path) -> AsyncIterator[Any]:
 
     config = HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(MODELS), "n_threads": 2, "sampling": {"max_tokens": MAX_TOKENS}},
+            "model": {
+                "models_dir": str(MODELS),
+                "n_threads": 2,
+                "sampling": {"max_tokens": MAX_TOKENS},
+                "state_cache_dir": str(tmp_path / "state_cache"),
+            },
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
             "personas": {"dir": str(short_persona_dir(tmp_path))},
         }

@@ -32,7 +32,12 @@ def bot_config(synapse: SynapseServer, account: MatrixAccount, data: Path, **mat
     using both cores starves the homeserver, and the two slow each other to a crawl.
     """
     return {
-        "model": {"models_dir": str(MODELS), "n_threads": 1, "sampling": {"max_tokens": 32}},
+        "model": {
+            "models_dir": str(MODELS),
+            "n_threads": 1,
+            "sampling": {"max_tokens": 32},
+            "state_cache_dir": str(data / "state_cache"),
+        },
         "database": {"url": f"sqlite+aiosqlite:///{data}/hearth.db"},
         "personas": {"dir": str(data / "personas")},
         "matrix": {
