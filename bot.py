@@ -24,6 +24,7 @@ from engine.catalog import pull
 from engine.commands.model_commands import model_details, model_table
 from engine.commands.persona_commands import persona_line
 from engine.conversation import Conversation
+from engine.embedder import EMBEDDER_NAME, resolve_embedding_model
 from engine.model_host import ModelHost
 from engine.registry import ModelRegistry
 from engine.types import PlatformAdapter, RoomRef
@@ -65,6 +66,7 @@ class App:
 
     async def start(self, model: str | None = None) -> None:
         await self.store.start()
+        await self.conversation.prompts.recall.start()  # a bad memory.embedding_model fails here
         await self.host.load(model or self.config.model.default)
         await self.conversation.start()
 
@@ -81,6 +83,7 @@ class App:
             await self.leases.close()
         await self.conversation.close()
         await self.host.close()
+        await self.conversation.prompts.recall.close()
         await self.store.close()
 
 
@@ -251,6 +254,10 @@ def check_references(config: HearthConfig) -> list[str]:
         except HearthError as exc:
             key = "tokenizer" if override.endpoint else "path"
             problems.append(f"model.models.{index}.{key}: {exc}")
+    try:
+        resolve_embedding_model(config.memory.embedding_model, config.model.models_dir)
+    except HearthError as exc:
+        problems.append(f"memory.embedding_model: {exc}")
     personas = PersonaLibrary([config.personas.dir])
     problems.extend(f"personas: {error}" for error in personas.errors)
     for name in personas.names():
@@ -299,7 +306,12 @@ async def cmd_models(args: argparse.Namespace, config: HearthConfig) -> int:
     elif args.models_command == "info":
         print(model_details(registry, registry.resolve(args.name)))
     elif args.models_command == "pull":
-        await asyncio.to_thread(pull, args.name, config.model.models_dir, print)
+        if args.name.lower() == EMBEDDER_NAME:  # the recall embedder: converted to GGUF on the way in
+            from engine.embedder_pull import pull_embedder
+
+            await asyncio.to_thread(pull_embedder, config.model.models_dir, print)
+        else:
+            await asyncio.to_thread(pull, args.name, config.model.models_dir, print)
     return 0
 
 
@@ -374,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_sub = models.add_subparsers(dest="models_command", required=True)
     leaf(models_sub, "list", help="known models, without loading them")
     leaf(models_sub, "info", help="details of one model").add_argument("name")
-    leaf(models_sub, "pull", help="fetch a catalog model, e.g. 'default'").add_argument("name")
+    leaf(models_sub, "pull", help=f"fetch a catalog model, e.g. 'default', or '{EMBEDDER_NAME}'").add_argument("name")
 
     personas = leaf(sub, "personas", help="list, show, import or export personas")
     personas_sub = personas.add_subparsers(dest="personas_command", required=True)

@@ -127,6 +127,12 @@ class MemoryConfig(_Section):
     keep_recent_turns: int = Field(6, ge=1)
     summary_max_tokens: int = Field(200, ge=16, le=2048)
     recall_tokens: int = Field(150, ge=0, le=4096)
+    # where recall looks: this room only (a thread is its own room), the room with its threads, or
+    # every room of the same platform. Nothing crosses rooms unless this says so.
+    recall_scope: Literal["room", "channel", "platform"] = "room"
+    # the embedder for vector recall: "all-minilm-l6-v2" (bundled), a GGUF path or file name in
+    # model.models_dir, or "off" for full-text recall only
+    embedding_model: str = Field("all-minilm-l6-v2", max_length=4096)
 
 
 class EngineConfig(_Section):

@@ -41,6 +41,7 @@ from engine.prompting import (
     reply_sampling,
     with_speaker_stops,
 )
+from engine.recall import Recall
 from engine.reply import GenerationStats, ReplyStream
 from engine.scheduler import Admission, Scheduler, Ticket
 from engine.settings import EngineSettings
@@ -114,7 +115,8 @@ class Conversation:
         self.last_stats: GenerationStats | None = None
         self.generated_tokens = 0
         self.generation_seconds = 0.0
-        self.prompts = PromptBuilder(store, personas, settings.memory.recall_tokens)
+        recall = Recall(store, settings.memory, settings.model.models_dir)
+        self.prompts = PromptBuilder(store, personas, settings.memory.recall_tokens, recall)
         self.summaries = Summaries(store, host, self.scheduler, settings.memory)
         self.summarizer = self.summaries.summarizer
 

@@ -27,7 +27,7 @@ from engine.context import (
     prompt_user,
     within_limit,
 )
-from engine.recall import recall, recall_block
+from engine.recall import Recall, recall_block
 from engine.sampling import SamplingParams
 from memory import MemoryStore, RoomSettings, SearchHit
 from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
@@ -173,10 +173,13 @@ def clean_reply(text: str, persona_name: str) -> str:
 class PromptBuilder:
     """Fits a room's memory, persona and lore into the loaded model's window."""
 
-    def __init__(self, store: MemoryStore, personas: PersonaLibrary, recall_tokens: int = 0) -> None:
+    def __init__(
+        self, store: MemoryStore, personas: PersonaLibrary, recall_tokens: int = 0, recall: Recall | None = None
+    ) -> None:
         self.store = store
         self.personas = personas
         self.recall_tokens = recall_tokens  # 0: no recall
+        self.recall = recall or Recall(store)  # full text only, unless given one with an embedder
 
     def lorebooks(self, turn: RoomTurn) -> list[Lorebook]:
         """The persona's lorebooks, then the room's own entries."""
@@ -207,7 +210,7 @@ class PromptBuilder:
             )
             if part
         )
-        hits = await recall(self.store, turn.conversation_id, stored) if self.recall_tokens > 0 else []
+        hits = await self.recall.hits(turn.conversation_id, stored) if self.recall_tokens > 0 else []
         return await asyncio.to_thread(  # counting may be a server round trip (engine.remote_tokens)
             _assemble_fitted,
             backend,

@@ -1,23 +1,60 @@
 """Recall at each turn: old lines of this room that the newest message asks about.
 
-The room's full-text index (``memory.recall_index``) is queried with the newest user
-message(s). Hits still in the prompt's recent turns are skipped, weak hits are dropped (a
-prompt without recall is cheaper than one with noise: every recalled token is evaluated on
-every turn that has it), and the rest are fitted into ``memory.recall_tokens`` as dated
-lines with speakers. The block goes into the volatile tail of the prompt, after the cached
-prefix, so recall never invalidates the evaluated summary and persona.
+The newest user message queries two indexes of the room: full text (``memory.recall_index``)
+and message embeddings (``memory.vector_index``, made by ``engine.embedder``). Each list keeps
+only hits past its own relevance threshold (a prompt without recall is cheaper than one with
+noise: every recalled token is evaluated on every turn that has it), and what is left is ranked
+together by reciprocal rank fusion. Hits still in the prompt's recent turns are skipped, and the
+rest are fitted into ``memory.recall_tokens`` as dated lines with speakers. The block goes into
+the volatile tail of the prompt, after the cached prefix, so recall never invalidates the
+evaluated summary and persona.
+
+Stored messages are embedded by a background task at the lowest CPU priority, in small batches;
+a turn's own question is embedded by a second worker, so it never waits behind indexing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Literal
 
 from engine.context import defuse_markup
+from engine.embedder import Embedder, resolve_embedding_model
+from engine.settings import MemorySettings
+from errors import HearthError, StorageError
 from memory import MemoryStore, SearchHit, StoredMessage
+from memory.recall_index import query_terms
+from memory.vector_index import VectorIndex
+
+log = logging.getLogger(__name__)
 
 RECALL_HEADER = "Earlier in this conversation:"
 MIN_SCORE = 0.5  # share of the query's uncommon words a line must hold to be recalled
+# all-MiniLM-L6-v2: a question paraphrasing a fact scores 0.3-0.7 against it (median 0.47 in bench.recall),
+# unrelated lines mostly under 0.3. Lines that merely share a sentence shape score 0.6-0.8 too, so vectors
+# are asked only when the newest message asks something (``asks``): small talk recalls nothing by shape.
+MIN_COSINE = 0.3
+RRF_K = 60  # reciprocal rank fusion's usual constant: later ranks still count, the first few most
 CANDIDATES = 8
+INDEX_BATCH = 8  # messages embedded per step of the background indexer (about 30 ms on one core)
+IDLE_POLL_S = 5.0  # the indexer looks for new messages this often when nobody asks
+Mode = Literal["fulltext", "vector", "hybrid"]
+_ASKING = re.compile(
+    r"\?|^\W*(who|whom|whose|what|when|where|which|why|how|do|does|did|is|are|was|were|can|could|would|will)\b"
+    r"|\b(remind me|remember|recall)\b",
+    re.IGNORECASE,
+)
+
+
+def asks(text: str) -> bool:
+    """True when ``text`` asks something: a question mark, a leading question word, or "remind me"."""
+    return bool(_ASKING.search(text))
 QUERY_CHARS = 2_000
 LINE_CHARS = 400
 
@@ -31,15 +68,190 @@ def recall_query(stored: Sequence[StoredMessage]) -> str:
     return ""
 
 
-async def recall(store: MemoryStore, conversation_id: int, stored: Sequence[StoredMessage]) -> list[SearchHit]:
-    """Relevant hits for the newest message that are not among ``stored`` (the turns in view)."""
-    query = recall_query(stored)
-    if not query:
-        return []
-    in_view = {message.id for message in stored}
-    # the turns in view (the newest message first of all) match best: ask for enough to get past them
-    hits = await store.search(conversation_id, query, CANDIDATES + min(len(in_view), 4 * CANDIDATES))
-    return [hit for hit in hits if hit.message_id not in in_view and hit.score >= MIN_SCORE][:CANDIDATES]
+class Recall:
+    """A room's recall: the indexes it reads, the embedders that feed them, and the indexer task.
+
+    ``start`` loads the embedder (a bad ``memory.embedding_model`` fails there, in one line);
+    used without it, the first recall starts it and falls back to full text if it cannot.
+    """
+
+    def __init__(
+        self, store: MemoryStore, settings: MemorySettings | None = None, models_dir: Path = Path("models")
+    ) -> None:
+        self.store = store
+        self.settings = settings or MemorySettings(embedding_model="off")
+        self.tokens = self.settings.recall_tokens
+        self.models_dir = models_dir
+        self.mode: Mode = "hybrid"
+        self.vectors = VectorIndex(store)
+        self.query_embedder: Embedder | None = None  # a waiting turn's question
+        self.index_embedder: Embedder | None = None  # stored messages, at the lowest priority
+        self._started = False
+        self._indexer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    @property
+    def model(self) -> str:
+        """The name vectors are stored under; '' when vectors are off."""
+        return self.query_embedder.name if self.query_embedder else ""
+
+    async def start(self) -> None:
+        """Load the embedder, drop vectors of any other model (the index is rebuilt), start indexing."""
+        if self._started:
+            return
+        self._started = True
+        path = resolve_embedding_model(self.settings.embedding_model, self.models_dir)
+        if path is None:
+            return
+        query, index = Embedder(path), Embedder(path, background=True)
+        try:
+            await query.load()
+            await index.load()
+        except BaseException:
+            await query.close()
+            await index.close()
+            raise
+        self.query_embedder, self.index_embedder = query, index
+        removed = await self.vectors.drop_other_models(self.model)
+        if removed:
+            log.info("recall: %d vectors of another embedding model removed; re-indexing with %s", removed, self.model)
+        self._indexer = asyncio.create_task(self._index_forever(), name="hearth-recall-index")
+
+    async def _ensure_started(self) -> None:
+        if self._started:
+            return
+        try:
+            await self.start()
+        except HearthError as exc:
+            log.warning("recall: vectors off, full text only: %s", exc)
+
+    async def close(self) -> None:
+        task, self._indexer = self._indexer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for embedder in (self.query_embedder, self.index_embedder):
+            if embedder is not None:
+                await embedder.close()
+        self.query_embedder = self.index_embedder = None
+
+    # -- indexing ------------------------------------------------------------------------
+
+    async def index_pending(self, limit: int = INDEX_BATCH, *, waited_for: bool = False) -> int:
+        """Embed and store up to ``limit`` messages that have no vector yet; how many were done.
+
+        ``waited_for``: someone waits for it, so it runs at normal priority (the query embedder).
+        """
+        embedder = self.query_embedder if waited_for else self.index_embedder
+        if embedder is None:
+            return 0
+        pending = await self.vectors.unindexed(embedder.name, limit)
+        if not pending:
+            return 0
+        vectors = await embedder.embed([text for _, _, text in pending])
+        ids = [mid for mid, _, _ in pending]
+        await self.vectors.save(embedder.name, list(zip(ids, vectors, strict=True)))
+        return len(pending)
+
+    async def index_all(self) -> int:
+        """Index everything stored now (tests, benchmarks, and a rebuild someone waits for)."""
+        await self._ensure_started()
+        done = 0
+        while count := await self.index_pending(64, waited_for=True):
+            done += count
+        return done
+
+    async def _index_forever(self) -> None:
+        while True:
+            try:
+                done = await self.index_pending()
+            except StorageError as exc:
+                log.warning("recall: indexing paused: %s", exc)
+                done = 0
+            except HearthError as exc:
+                log.warning("recall: indexing stopped: %s", exc)
+                return
+            if done:
+                await asyncio.sleep(0)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(IDLE_POLL_S):
+                    await self._wake.wait()
+
+    # -- searching -----------------------------------------------------------------------
+
+    async def rooms(self, conversation_id: int) -> list[int]:
+        """The conversations ``memory.recall_scope`` lets this one recall from (itself first)."""
+        scope = self.settings.recall_scope
+        if scope == "room":
+            return [conversation_id]
+        everything = dict(await self.store.conversations())
+        own = everything[conversation_id]
+        same = [
+            cid
+            for cid, key in everything.items()
+            if key.platform == own.platform and (scope == "platform" or key.room_id == own.room_id)
+        ]
+        return [conversation_id, *(cid for cid in same if cid != conversation_id)]
+
+    async def _fulltext(self, rooms: list[int], query: str, limit: int, least: float) -> list[SearchHit]:
+        found: list[SearchHit] = []
+        for room in rooms:
+            hits = await self.store.search(room, query, limit, specific=least > 0)
+            found.extend(hit for hit in hits if hit.score >= least)
+        return sorted(found, key=lambda hit: -hit.score)[:limit]
+
+    async def _nearest(self, rooms: list[int], query: str, limit: int) -> list[SearchHit]:
+        embedder = self.query_embedder
+        if embedder is None:
+            return []
+        vector = (await embedder.embed([query]))[0]
+        near = {mid: score for mid, score in await self.vectors.nearest(rooms, embedder.name, vector, limit)}
+        near = {mid: score for mid, score in near.items() if score >= MIN_COSINE}
+        hits = await self.vectors.messages(near)
+        return sorted(hits, key=lambda hit: -hit.score)
+
+    async def search(
+        self, conversation_id: int, query: str, limit: int, skip: frozenset[int] = frozenset(), *, browse: bool = False
+    ) -> list[SearchHit]:
+        """This room's (or scope's) hits for ``query`` past their thresholds, fused, best first.
+
+        ``score`` is the fused rank: 1.0 for a line first in both lists, 0.5 for one first in one.
+        ``browse`` (``memory search``) keeps full-text hits below the recall threshold too: a person
+        looking through memory wants every line holding the word.
+        """
+        await self._ensure_started()
+        self._wake.set()  # whatever was said since the last look gets indexed
+        if not any(len(term) >= 3 for term in query_terms(query)):
+            return []  # "ok", "lol", "and you?": nothing to look up
+        rooms = await self.rooms(conversation_id)
+        wanted = limit + len(skip)
+        lists = []
+        if self.mode != "vector":
+            lists.append(await self._fulltext(rooms, query, wanted, 0.0 if browse else MIN_SCORE))
+        if self.mode != "fulltext" and (browse or asks(query)):
+            lists.append(await self._nearest(rooms, query, wanted))
+        fused: dict[int, float] = {}
+        by_id: dict[int, SearchHit] = {}
+        for ranked in lists:
+            for rank, hit in enumerate(hit for hit in ranked if hit.message_id not in skip):
+                fused[hit.message_id] = fused.get(hit.message_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+                by_id.setdefault(hit.message_id, hit)
+        best = 2.0 / (RRF_K + 1)
+        order = sorted(fused, key=lambda mid: (-fused[mid], -mid))[:limit]
+        return [replace(by_id[mid], score=fused[mid] / best) for mid in order]
+
+    async def hits(self, conversation_id: int, stored: Sequence[StoredMessage]) -> list[SearchHit]:
+        """Relevant hits for the newest message that are not among ``stored`` (the turns in view)."""
+        query = recall_query(stored)
+        if not query or self.tokens <= 0:
+            return []
+        in_view = frozenset(message.id for message in stored)
+        hits = await self.search(conversation_id, query, CANDIDATES, in_view)
+        said = " ".join(query.lower().split())
+        return [hit for hit in hits if " ".join(hit.text.lower().split()) != said]  # a repeat tells nothing new
 
 
 def recall_line(hit: SearchHit) -> str:
@@ -69,4 +281,4 @@ def recall_block(hits: Sequence[SearchHit], budget: int, count_tokens: Callable[
     return "\n".join([RECALL_HEADER, *(line for _, line in sorted(chosen))])
 
 
-__all__ = ["RECALL_HEADER", "recall", "recall_block", "recall_query"]
+__all__ = ["RECALL_HEADER", "Recall", "recall_block", "recall_query"]

@@ -86,6 +86,8 @@ class MemorySettings:
     keep_recent_turns: int = 6  # always kept verbatim
     summary_max_tokens: int = 200
     recall_tokens: int = 150  # old lines recalled into each prompt, at most; 0 turns recall off
+    recall_scope: str = "room"  # room | channel (the room and its threads) | platform
+    embedding_model: str = "all-minilm-l6-v2"  # the bundled embedder, a GGUF path or name, or "off"
 
 
 @dataclass(frozen=True)

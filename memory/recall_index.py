@@ -28,7 +28,7 @@ _COMMON = """a about after again all also am an and any are as at be been before
     my no nor not now of off on once only or our ours out over own said same say says she should so some
     such than that the their theirs them then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours yes ok okay
-    tell told know think remember please thanks thank hi hello hey"""
+    tell told know think remember remind please thanks thank hi hello hey"""
 STOPWORDS = frozenset(_COMMON.split())
 
 
@@ -74,6 +74,11 @@ def coverage(weights: dict[str, float], text: str) -> float:
     present = set(_WORD.findall(_plain(text)))
     total = sum(weights.values())
     return sum(weight for term, weight in weights.items() if _plain(term) in present) / total if total else 0.0
+
+
+def holds(term: str, text: str) -> bool:
+    """True when ``text`` has ``term`` as a word, compared as the index compares words."""
+    return _plain(term) in set(_WORD.findall(_plain(text)))
 
 
 def fts5_query(terms: list[str]) -> str:
@@ -136,4 +141,13 @@ def holding_statement(dialect: str, term: str) -> tuple[TextClause, str]:
     return _SQLITE_HOLDING, fts5_query([term])
 
 
-__all__ = ["FTS_TABLE", "SearchHit", "coverage", "holding_statement", "query_terms", "rarity", "search_statement"]
+__all__ = [
+    "FTS_TABLE",
+    "SearchHit",
+    "coverage",
+    "holding_statement",
+    "holds",
+    "query_terms",
+    "rarity",
+    "search_statement",
+]

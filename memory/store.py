@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import CursorResult, Select, delete, func, select, update
+from sqlalchemy import CursorResult, Select, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -34,9 +34,18 @@ from memory.database import (
 )
 from memory.export import export_document
 from memory.migrate import upgrade
-from memory.recall_index import SearchHit, coverage, holding_statement, query_terms, rarity, search_statement
+from memory.recall_index import (
+    SearchHit,
+    coverage,
+    holding_statement,
+    holds,
+    query_terms,
+    rarity,
+    search_statement,
+)
 from memory.schema import Base, ConversationRow, MessageRow, PlatformStateRow, RoomSettingsRow, SummaryRow
 from memory.types import ROLES, ConversationKey, RoomSettings, StoredMessage, Summary
+from memory.vector_index import VECTOR_TABLE
 
 __all__ = ["DEFAULT_DATABASE_URL", "MemoryStore"]
 
@@ -282,9 +291,13 @@ class MemoryStore:
         return result[::-1] if last is not None else result
 
     @_translated
-    async def search(self, conversation_id: int, query: str, limit: int = 10) -> list[SearchHit]:
+    async def search(
+        self, conversation_id: int, query: str, limit: int = 10, *, specific: bool = False
+    ) -> list[SearchHit]:
         """This room's stored messages (deleted ones never) that share a word with ``query``, best first:
-        most of the query's words, then the index's own rank.
+        most of the query's words, then the index's own rank. ``specific`` keeps only messages holding
+        the query's rarest word found in the room: lines that merely share its sentence shape
+        ("I walked past a … on the way here") do not count.
 
         ``query`` is plain user text: it is never read as search syntax (``memory.recall_index``).
         """
@@ -302,11 +315,16 @@ class MemoryStore:
             total = await session.scalar(
                 select(func.count()).where(MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False))
             )
-            weights = {}
+            weights, found = {}, {}
             for term in terms:
                 holding, match = holding_statement(dialect, term)
                 count = (await session.execute(holding, {"query": match, "conversation_id": conversation_id})).scalar()
                 weights[term] = rarity(total or 0, count or 0)
+                if count:
+                    found[term] = weights[term]
+        if specific and found:
+            rarest = max(found, key=lambda term: found[term])
+            rows = [r for r in rows if holds(rarest, r.text)]
         hits = [SearchHit(r.id, r.created_at, r.author_name, r.role, r.text, coverage(weights, r.text)) for r in rows]
         return sorted(hits, key=lambda hit: (-hit.score, ranks[hit.message_id]))[:limit]
 
@@ -337,6 +355,8 @@ class MemoryStore:
             if row is None:
                 return None
             apply(row)
+            # a vector of the old text (or of a deleted message) must not be recalled
+            await session.execute(text(f"DELETE FROM {VECTOR_TABLE} WHERE message_id = :id"), {"id": row.id})
             await session.execute(
                 update(SummaryRow)
                 .where(SummaryRow.conversation_id == conversation_id, SummaryRow.covers_through_id >= row.id)

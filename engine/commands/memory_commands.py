@@ -23,6 +23,18 @@ def hit_line(hit: SearchHit) -> str:
     return f"{hit.score:.2f}  {hit.created_at:%Y-%m-%d %H:%M}  {hit.speaker}: {text}"
 
 
+async def index_line(conv: Conversation, conversation_id: int) -> str:
+    """How much of the room recall can search, and with which embedder."""
+    recall = conv.prompts.recall
+    if not recall.model:
+        return "recall index: full text only (memory.embedding_model is off or could not load)"
+    stats = await recall.vectors.stats(conversation_id, recall.model)
+    return (
+        f"recall index: {stats.messages} messages in full text, {stats.vectors} with vectors;"
+        f" embedding model {recall.model}; scope {recall.settings.recall_scope}"
+    )
+
+
 def commands(conv: Conversation) -> list[Command]:
     async def show(ctx: CommandContext, args: list[str]) -> str:
         room = await conv.room(ctx.room)
@@ -40,13 +52,14 @@ def commands(conv: Conversation) -> list[Command]:
                 f"context: {prompt.token_count} of {prompt.budget} prompt tokens used (n_ctx "
                 f"{backend.spec.options.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
             )
+        lines.append(await index_line(conv, room.conversation_id))
         return "\n".join(lines)
 
     async def search(ctx: CommandContext, args: list[str]) -> str:
         """What recall would find in this room (and only this room) for the query."""
         room = await conv.room(ctx.room)
         query = " ".join(args)
-        hits = await conv.store.search(room.conversation_id, query, SEARCH_HITS)
+        hits = await conv.prompts.recall.search(room.conversation_id, query, SEARCH_HITS, browse=True)
         if not hits:
             return f"nothing in this room's memory matches {query[:80]!r}"
         return "\n".join(hit_line(hit) for hit in hits)
@@ -78,7 +91,7 @@ def commands(conv: Conversation) -> list[Command]:
         return f"summary updated: {summary.text}"
 
     return [
-        Command(("memory", "show"), show, "the summary, stored turns and context use", max_args=0),
+        Command(("memory", "show"), show, "the summary, stored turns, context use and recall index", max_args=0),
         Command(
             ("memory", "search"), search, "what this room's memory holds about QUERY, best first", "QUERY", min_args=1
         ),

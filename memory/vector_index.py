@@ -1,0 +1,197 @@
+"""Message embeddings in the store's own database, and exact cosine search over a room's vectors.
+
+The table (migration 0005) holds one float32 vector per message and embedding model. Rows go with
+their message: the foreign key cascades on a hard delete (``memory reset``, ``forget-me``), and an
+edit or a soft delete drops the row in the same transaction (``MemoryStore._change``), so a
+vector never outlives the text it was made from.
+
+Search is exact cosine in numpy on every backend. ``sqlite-vec`` cannot be loaded here (the
+Python build's ``sqlite3`` has no extension loading) and pgvector is not assumed. Reading 10,000
+blobs per query would cost more than the search, so each room's matrix is kept in memory and
+checked against the table with one cheap ``count``/``max`` query: new rows are appended, and
+any deletion (from this process or another) reloads the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from memory.recall_index import SearchHit
+from memory.schema import MessageRow
+
+if TYPE_CHECKING:
+    from memory.store import MemoryStore
+
+VECTOR_TABLE = "message_vectors"
+
+_UNINDEXED = text(
+    f"""
+    SELECT m.id AS id, m.conversation_id AS conversation_id, m.text AS text
+    FROM messages AS m LEFT JOIN {VECTOR_TABLE} AS v ON v.message_id = m.id AND v.model = :model
+    WHERE v.message_id IS NULL AND NOT m.deleted AND m.role IN ('user', 'assistant') AND m.text != ''
+    ORDER BY m.id DESC
+    LIMIT :limit
+    """
+)
+# Only a message that still exists and is not deleted gets a row: it may have gone while it was embedded.
+_INSERT = text(
+    f"""
+    INSERT INTO {VECTOR_TABLE} (message_id, conversation_id, model, vector)
+    SELECT id, conversation_id, :model, :vector FROM messages WHERE id = :id AND NOT deleted
+    ON CONFLICT DO NOTHING
+    """
+)
+_STATE = text(
+    f"SELECT count(*), max(message_id) FROM {VECTOR_TABLE} WHERE conversation_id = :conversation_id AND model = :model"
+)
+_ROWS = text(
+    f"""
+    SELECT message_id, vector FROM {VECTOR_TABLE}
+    WHERE conversation_id = :conversation_id AND model = :model AND message_id > :after
+    ORDER BY message_id
+    """
+)
+
+
+def pack(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+@dataclass
+class _RoomMatrix:
+    count: int
+    last_id: int
+    ids: np.ndarray
+    vectors: np.ndarray  # rows are unit length
+
+
+def _unpack(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+    ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+    vectors = np.vstack([np.frombuffer(row[1], dtype="<f4") for row in rows]) if rows else None
+    return ids, vectors
+
+
+def _closest(matrices: list[_RoomMatrix], query: np.ndarray, limit: int) -> list[tuple[int, float]]:
+    """The ``limit`` best (id, cosine) over the rooms' unit vectors, best first (blocking)."""
+    ids = np.concatenate([m.ids for m in matrices])
+    scores = np.concatenate([m.vectors @ query for m in matrices])
+    if len(scores) > limit:  # the best ``limit`` without sorting the whole room
+        best = np.argpartition(-scores, limit)[:limit]
+        top = best[np.argsort(-scores[best])]
+    else:
+        top = np.argsort(-scores)
+    return [(int(ids[i]), float(scores[i])) for i in top]
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    messages: int  # stored messages the index covers (not deleted)
+    vectors: int  # of them, those with a vector from the current model
+
+
+class VectorIndex:
+    """The vector half of recall: what is not embedded yet, storing vectors, nearest messages."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self.store = store
+        self._rooms: dict[tuple[int, str], _RoomMatrix] = {}
+
+    async def unindexed(self, model: str, limit: int) -> list[tuple[int, int, str]]:
+        """(message id, conversation id, text) of messages without a ``model`` vector, newest first."""
+        async with self.store._read() as session:
+            rows = await session.execute(_UNINDEXED, {"model": model, "limit": limit})
+            return [(row.id, row.conversation_id, row.text) for row in rows]
+
+    async def save(self, model: str, vectors: list[tuple[int, np.ndarray]]) -> None:
+        """Store (message id, vector) pairs; messages deleted meanwhile are skipped."""
+        if not vectors:
+            return
+        params = [{"id": mid, "model": model, "vector": pack(vector)} for mid, vector in vectors]
+
+        async def work(session: AsyncSession) -> None:
+            await session.execute(_INSERT, params)
+
+        await self.store._write(work)
+
+    async def drop_other_models(self, model: str) -> int:
+        """Remove vectors made by any other model: a changed ``memory.embedding_model`` rebuilds the index."""
+
+        async def work(session: AsyncSession) -> int:
+            result = await session.execute(text(f"DELETE FROM {VECTOR_TABLE} WHERE model != :model"), {"model": model})
+            return int(getattr(result, "rowcount", 0) or 0)
+
+        removed = await self.store._write(work)
+        if removed:
+            self._rooms.clear()
+        return removed
+
+    async def stats(self, conversation_id: int, model: str) -> IndexStats:
+        async with self.store._read() as session:
+            messages = await session.scalar(
+                text(
+                    "SELECT count(*) FROM messages WHERE conversation_id = :c AND NOT deleted"
+                    " AND role IN ('user', 'assistant')"
+                ),
+                {"c": conversation_id},
+            )
+            count, _ = (await session.execute(_STATE, {"conversation_id": conversation_id, "model": model})).one()
+        return IndexStats(int(messages or 0), int(count or 0))
+
+    async def _matrix(self, conversation_id: int, model: str) -> _RoomMatrix | None:
+        """The room's vectors, from memory when the table has not changed since they were read."""
+        key = (conversation_id, model)
+        cached = self._rooms.get(key)
+        async with self.store._read() as session:
+            params = {"conversation_id": conversation_id, "model": model}
+            count, last_id = (await session.execute(_STATE, params)).one()
+            count, last_id = int(count or 0), int(last_id or 0)
+            if count == 0:
+                self._rooms.pop(key, None)
+                return None
+            if cached is not None and (cached.count, cached.last_id) == (count, last_id):
+                return cached
+            after = cached.last_id if cached is not None and count > cached.count else 0
+            rows = (await session.execute(_ROWS, {**params, "after": after})).all()
+        ids, vectors = await asyncio.to_thread(_unpack, rows)  # 10,000 rows take milliseconds: not on the loop
+        if after and cached is not None and vectors is not None and cached.count + len(rows) == count:
+            ids, vectors = np.concatenate([cached.ids, ids]), np.vstack([cached.vectors, vectors])
+        elif after:  # rows were deleted as well as added: read the room again
+            self._rooms.pop(key, None)
+            return await self._matrix(conversation_id, model)
+        if vectors is None:
+            return None
+        matrix = self._rooms[key] = _RoomMatrix(count, last_id, ids, vectors)
+        return matrix
+
+    async def nearest(
+        self, conversation_ids: list[int], model: str, query: np.ndarray, limit: int
+    ) -> list[tuple[int, float]]:
+        """(message id, cosine) of the ``limit`` closest vectors in these rooms, closest first."""
+        matrices = [m for cid in conversation_ids if (m := await self._matrix(cid, model)) is not None]
+        if not matrices:
+            return []
+        return await asyncio.to_thread(_closest, matrices, query.astype(np.float32), limit)
+
+    async def messages(self, scores: dict[int, float]) -> list[SearchHit]:
+        """The messages behind ``scores`` (message id → score) that are still shown, as hits."""
+        if not scores:
+            return []
+        shown = MessageRow.deleted.is_(False)
+        query = select(MessageRow).where(MessageRow.id.in_(bindparam("ids", expanding=True)), shown)
+        async with self.store._read() as session:
+            rows = (await session.scalars(query, {"ids": list(scores)})).all()
+        return [SearchHit(r.id, r.created_at, r.author_name, r.role, r.text, scores[r.id]) for r in rows]
+
+    def size_bytes(self) -> int:
+        """Bytes of vectors held in memory (the table holds the same, plus row overhead)."""
+        return sum(room.vectors.nbytes for room in self._rooms.values())
+
+
+__all__ = ["VECTOR_TABLE", "IndexStats", "VectorIndex", "pack"]
