@@ -53,6 +53,9 @@ def commands(conv: Conversation) -> list[Command]:
                 f"{backend.spec.options.n_ctx}); {prompt.turns_included} of {prompt.turns_available} turns in view"
             )
         lines.append(await index_line(conv, room.conversation_id))
+        turn = await conv.room_turn(ctx.room)
+        if turn.is_group:  # the summary and recall hold every character's lines, with their names
+            lines.append(f"cast: {', '.join(persona.name for persona in turn.personas)}")
         return "\n".join(lines)
 
     async def search(ctx: CommandContext, args: list[str]) -> str:

@@ -69,6 +69,7 @@ async def test_cast_commands_and_a_single_named_speaker(fake_app):
     await cast_of_two(app)
     cast = await run(app, "persona cast")
     assert "assistant (Hearth)" in cast.text and "companion (Ember)" in cast.text
+    assert "cast: Hearth, Ember" in (await run(app, "memory show")).text
     backend.enqueue(["Ember: Warm ", "greetings."])
     out = Recorder()
     await deliver_with_follow_ups((await app.conversation.handle(message("Ember, how are you?"))).admission, out)
