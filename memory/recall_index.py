@@ -112,10 +112,13 @@ _POSTGRES_SEARCH = text(
 )
 
 
+# The matching ids first, then one primary-key lookup each: as a JOIN, SQLite's planner walked the
+# room's messages and probed the index per row, 340 ms a word at 10,000 messages against 2.4 ms.
 _SQLITE_HOLDING = text(
     f"""
-    SELECT count(*) FROM {FTS_TABLE} JOIN messages AS m ON m.id = {FTS_TABLE}.rowid
-    WHERE {FTS_TABLE} MATCH :query AND m.conversation_id = :conversation_id AND NOT m.deleted
+    SELECT count(*) FROM messages AS m
+    WHERE m.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query)
+      AND m.conversation_id = :conversation_id AND NOT m.deleted
     """
 )
 _POSTGRES_HOLDING = text(
