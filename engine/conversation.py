@@ -390,6 +390,8 @@ class Conversation:
         ticket, plan = chain
         if ticket is None:
             return
+        if stream.stats is not None and stream.stats.finish_reason == "cancelled":
+            room.plan = None  # stopped: nobody else in the cast answers this message either
         follow_up = self._follow_up(room, turn, key, text, plan)
         if follow_up is not None:
             follow_up.ticket.requested_by.update(ticket.requested_by)

@@ -238,3 +238,20 @@ async def test_regenerate_in_a_cast_asks_the_same_character_again(fake_app):
         await deliver_with_follow_ups(again.reply, out)
         await app.conversation.scheduler.wait_idle()
     assert [name for name, _ in out.replies] == ["Ember"] * 4
+
+
+async def test_stop_ends_the_cast_s_answers_too(fake_app):
+    app, backend = fake_app
+    await cast_of_two(app, replies=2)
+    gate = asyncio.Event()
+    backend.enqueue(["one", "two"], gate=gate)
+    out = Recorder()
+    first = await app.conversation.handle(message("Hello, Hearth and Ember!"))
+    delivery = asyncio.create_task(deliver_with_follow_ups(first.admission, out))
+    while not backend.history:
+        await asyncio.sleep(0.01)
+    assert (await run(app, "stop", author=ALICE)).text == "stopped"
+    gate.set()
+    await delivery
+    await app.conversation.scheduler.wait_idle()
+    assert len(out.replies) == 1 and len(backend.history) == 1, "the second character did not answer"
