@@ -37,7 +37,7 @@ from memory.migrate import upgrade
 from memory.recall_index import (
     SearchHit,
     coverage,
-    holding_statement,
+    holding_counts_statement,
     holds,
     query_terms,
     rarity,
@@ -315,10 +315,10 @@ class MemoryStore:
             total = await session.scalar(
                 select(func.count()).where(MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False))
             )
+            holding, matches = holding_counts_statement(dialect, terms)
+            counts = (await session.execute(holding, {**matches, "conversation_id": conversation_id})).one()
             weights, found = {}, {}
-            for term in terms:
-                holding, match = holding_statement(dialect, term)
-                count = (await session.execute(holding, {"query": match, "conversation_id": conversation_id})).scalar()
+            for term, count in zip(terms, counts, strict=True):
                 weights[term] = rarity(total or 0, count or 0)
                 if count:
                     found[term] = weights[term]
