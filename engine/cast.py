@@ -16,6 +16,7 @@ from errors import CommandError
 from memory import RoomSettings
 
 GROUP_SETTINGS = ("group_mode", "group_replies", "group_chain")
+_COUNT_BOUNDS = {"group_replies": (1, MAX_GROUP_REPLIES), "group_chain": (0, MAX_GROUP_CHAIN)}  # low = default
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,14 @@ def group_options(settings: RoomSettings) -> GroupOptions:
     mode = extra.get("group_mode")
     return GroupOptions(
         mode=mode if mode in GROUP_MODES else DEFAULT_GROUP_MODE,
-        replies=_bounded(extra.get("group_replies"), 1, 1, MAX_GROUP_REPLIES),
-        chain=_bounded(extra.get("group_chain"), 0, 0, MAX_GROUP_CHAIN),
+        replies=_bounded(extra.get("group_replies"), *_COUNT_BOUNDS["group_replies"]),
+        chain=_bounded(extra.get("group_chain"), *_COUNT_BOUNDS["group_chain"]),
     )
 
 
-def _bounded(value: object, default: int, low: int, high: int) -> int:
-    return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else default
+def _bounded(value: object, low: int, high: int) -> int:
+    """``value`` within [low, high]; ``low``, each count's default, when it is not a number."""
+    return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else low
 
 
 def parse_group_setting(key: str, raw: str) -> str | int:
@@ -68,7 +70,7 @@ def parse_group_setting(key: str, raw: str) -> str | int:
         if raw not in GROUP_MODES:
             raise CommandError(f"group_mode must be one of {', '.join(GROUP_MODES)}, not {raw!r}")
         return raw
-    low, high = (1, MAX_GROUP_REPLIES) if key == "group_replies" else (0, MAX_GROUP_CHAIN)
+    low, high = _COUNT_BOUNDS[key]
     try:
         value = int(raw)
     except ValueError:

@@ -28,6 +28,7 @@ from engine.context import (
     within_limit,
 )
 from engine.recall import Recall, recall_block
+from engine.reply import without_leading_name
 from engine.sampling import SamplingParams
 from memory import MemoryStore, RoomSettings, SearchHit
 from personas import ActivatedEntry, Lorebook, LoreEntry, Persona, PersonaLibrary, activate, split_by_position
@@ -162,12 +163,9 @@ def group_turns_named(turns: list[Turn], turn: RoomTurn) -> list[Turn]:
 
 
 def clean_reply(text: str, persona_name: str) -> str:
-    """Drop a leading "Name:" the model sometimes writes, and surrounding blank space."""
-    text = text.strip()
-    prefix = f"{persona_name}:"
-    if text.lower().startswith(prefix.lower()):
-        text = text[len(prefix) :].strip()
-    return text
+    """Drop a leading "Name:" the model sometimes writes, and surrounding blank space: as the reply
+    stream shows it (``ReplyStream.leading_names``), so what is stored is what users saw."""
+    return without_leading_name(text, (persona_name,), final=True)[0].strip()
 
 
 class PromptBuilder:

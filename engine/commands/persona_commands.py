@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from engine.cast import cast_changes
 from engine.commands.core import Command, CommandContext, CommandResult, Right
+from engine.conversation import member_named
 from engine.reply import ReplyStream
 from engine.scheduler import ready_admission
 from engine.types import Attachment
@@ -14,6 +15,7 @@ from personas import slugify
 
 if TYPE_CHECKING:
     from engine.conversation import Conversation
+    from engine.prompting import RoomTurn
     from personas import Lorebook, Persona
 
 LISTING_USER = "User"  # SillyTavern's default {{user}}, for text read outside a chat
@@ -45,6 +47,14 @@ def lorebook_lines(books: list[Lorebook]) -> list[str]:
         if len(book.entries) > MAX_SHOWN_ENTRIES:
             lines.append(f"  … and {len(book.entries) - MAX_SHOWN_ENTRIES} more")
     return lines
+
+
+def cast_member(turn: RoomTurn, name: str) -> str:
+    """The key of the cast member ``name`` (key or display name); CommandError naming the cast if none."""
+    key = member_named(name, turn)
+    if key is None:
+        raise CommandError(f"{name!r} is not in this room's cast ({', '.join(k for k, _ in turn.cast)})")
+    return key
 
 
 def commands(conv: Conversation) -> list[Command]:
@@ -135,9 +145,7 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def remove(ctx: CommandContext, args: list[str]) -> str:
         turn = await conv.room_turn(ctx.room)
-        key = next((k for k, p in turn.cast if args[0].strip().lower() in (k, p.name.lower())), None)
-        if key is None:
-            raise CommandError(f"{args[0]!r} is not in this room's cast ({', '.join(k for k, _ in turn.cast)})")
+        key = cast_member(turn, args[0])
         if len(turn.cast) == 1:
             raise CommandError("a room needs at least one persona: use persona set to change it")
         cast = [member for member, _ in turn.cast if member != key]
@@ -146,9 +154,7 @@ def commands(conv: Conversation) -> list[Command]:
 
     async def speak(ctx: CommandContext, args: list[str]) -> CommandResult:
         turn = await conv.room_turn(ctx.room)
-        key = next((k for k, p in turn.cast if args[0].strip().lower() in (k, p.name.lower())), None)
-        if key is None:
-            raise CommandError(f"{args[0]!r} is not in this room's cast ({', '.join(k for k, _ in turn.cast)})")
+        key = cast_member(turn, args[0])
         admission = conv.scheduler.request(ctx.room.label)
         conv.plan_speaker(ctx.room, key)
         admission.ticket.requested_by.add(ctx.author.id)

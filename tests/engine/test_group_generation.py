@@ -13,6 +13,12 @@ ROOM = RoomRef("console", "tavern")
 OWNER = Author("console", "User", is_operator=True, on_host=True)
 
 
+async def cast_hearth_and_ember(conv) -> None:
+    ctx = CommandContext(ROOM, OWNER)
+    for line in ("persona set assistant", "persona add companion"):
+        assert (await conv.run_command(line, ctx)).ok
+
+
 def test_two_characters_answer_in_one_console_room(config_file, smol_path):
     lines = "/persona set assistant\n/persona add companion\n/settings set group_replies 2\nHello Hearth and Ember!\n"
     result = run_bot("chat", "--config", str(config_file()), "--room", "tavern", stdin=lines)
@@ -25,9 +31,7 @@ def test_two_characters_answer_in_one_console_room(config_file, smol_path):
 
 async def test_cast_prompts_differ_only_where_the_cards_do(app):
     conv = app.conversation
-    ctx = CommandContext(ROOM, OWNER)
-    for line in ("persona set assistant", "persona add companion"):
-        assert (await conv.run_command(line, ctx)).ok
+    await cast_hearth_and_ember(conv)
     alice = Author("u1", "Alice")
     reply = await conv.reply_now(IncomingMessage(ROOM, alice, "Hearth, what is on the menu?", addressed=True))
     await reply.text()
@@ -55,9 +59,7 @@ async def test_idle_warmup_keeps_the_next_speaker_warm(app):
     """After Hearth speaks, the idle room evaluates Ember's prompt too: her turn then evaluates only
     the new message, though she never spoke before (engine.cast_warmup)."""
     conv = app.conversation
-    ctx = CommandContext(ROOM, OWNER)
-    for line in ("persona set assistant", "persona add companion"):
-        assert (await conv.run_command(line, ctx)).ok
+    await cast_hearth_and_ember(conv)
     alice = Author("u1", "Alice")
     first = await conv.reply_now(IncomingMessage(ROOM, alice, "Hearth, name a color.", addressed=True))
     await first.text()
