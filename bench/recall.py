@@ -8,7 +8,8 @@ vectors and hybrid. Then the room grows to 10,000 messages and recall is timed t
 
 Usage: python -m bench.recall [--turns 400] [--facts 40]
 Prints one JSON line: hit_rate {summary, fulltext, vector, hybrid}, recall_ms_p50/p95 (at
-10,000 stored messages), recall_tokens_p50/p95, warm_ttft_ratio, index_mb.
+10,000 stored messages), recall_tokens_p50/p95, warm_ttft_ratio, warm_ttft_ratio_uncut (the same
+without cutting last turn's recalled block out of the cells), index_mb.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ async def converse(app: Any, turns: int, facts: int, rng: random.Random) -> dict
     cid = (await conv.room(ref)).conversation_id
     hits = {"summary": 0, "fulltext": 0, "vector": 0, "hybrid": 0}
     recall_tokens: list[float] = []
-    replay: dict[str, list[list[int]]] = {"off": [], "on": []}  # each turn's prompt, recall off and on
+    # each turn's prompt and volatile span: recall off, on, and on without cutting last turn's block
+    replay: dict[str, list[tuple[list[int], tuple[int, int] | None]]] = {"off": [], "on": [], "on_uncut": []}
     last_prompt = None
     for index, (kind, fact) in enumerate(schedule(turns, facts)):
         speaker = SPEAKERS[(fact if fact >= 0 else index) % len(SPEAKERS)]
@@ -218,8 +220,9 @@ async def converse(app: Any, turns: int, facts: int, rng: random.Random) -> dict
         stored = await store.messages(cid, last=40)
         block = recall_block(await recall.hits(cid, stored), recall.tokens, backend.count_text_tokens)
         recall_tokens.append(backend.count_text_tokens(block) if block else 0)
-        replay["off"].append(prompts["summary"].tokens)
-        replay["on"].append(prompts["hybrid"].tokens)
+        replay["off"].append((prompts["summary"].tokens, prompts["summary"].volatile_span))
+        replay["on"].append((prompts["hybrid"].tokens, prompts["hybrid"].volatile_span))
+        replay["on_uncut"].append((prompts["hybrid"].tokens, None))
         answer = {"fact": "Noted!", "question": "Let me think about that."}.get(kind) or rng.choice(REPLIES)
         await store.append(cid, role="assistant", author_id="hearth", author_name="Hearth", text=answer)
     ttft = {key: await warm_ttft(backend, key, prompts) for key, prompts in replay.items()}
@@ -232,16 +235,20 @@ async def converse(app: Any, turns: int, facts: int, rng: random.Random) -> dict
         "recall_tokens_p50": percentile(recall_tokens, 0.5),
         "recall_tokens_p95": percentile(recall_tokens, 0.95),
         "warm_ttft_ratio": round(statistics.median(ttft["on"]) / statistics.median(ttft["off"]), 3),
+        "warm_ttft_ratio_uncut": round(statistics.median(ttft["on_uncut"]) / statistics.median(ttft["off"]), 3),
         "index_mb": round(await index_bytes(store) / 1e6, 2),
     }
 
 
-async def warm_ttft(backend: Any, key: str, prompts: list[list[int]]) -> list[float]:
+async def warm_ttft(backend: Any, key: str, prompts: list[tuple[list[int], tuple[int, int] | None]]) -> list[float]:
     """Each turn's time to first token when the room's prompts follow one another, as in a real room
-    (one pass per mode, so no room switch lands in the numbers); the first, cold turn left out."""
+    (one pass per mode, so no room switch lands in the numbers); the first, cold turn left out.
+
+    With a span, the backend cuts last turn's recalled block out of the cells, as the engine has it
+    do; ``on_uncut`` passes none, to measure what the cut saves."""
     times = []
-    for index, tokens in enumerate(prompts):
-        reply = backend.stream(GenerationRequest(tokens, TTFT, key))
+    for index, (tokens, span) in enumerate(prompts):
+        reply = backend.stream(GenerationRequest(tokens, TTFT, key, span))
         await reply.text()
         if index:
             times.append(reply.stats.ttft_s)

@@ -50,6 +50,9 @@ class GenerationRequest:
     prompt_tokens: Sequence[int]
     sampling: SamplingParams
     room_key: str | None = None
+    # [start, end) of the prompt's volatile block (``AssembledPrompt.volatile_span``): a backend
+    # that keeps evaluated cells may take it out of them at the room's next turn
+    volatile_span: tuple[int, int] | None = None
 
 
 class Backend(Protocol):
@@ -92,5 +95,6 @@ class Backend(Protocol):
     def stream(self, request: GenerationRequest) -> ReplyStream: ...
 
     def invalidate_room(self, room: str) -> None:
-        """Forget what is cached for a room whose prompt prefix changed (a new summary)."""
+        """Forget what is cached for a room whose prompt prefix changed (a new summary), or whose
+        memory lost messages (forget-me, reset, a deleted or edited message)."""
         ...

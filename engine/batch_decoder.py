@@ -29,9 +29,10 @@ import llama_cpp
 from engine.backend import GenerationRequest
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
-from engine.seq_state import read_sequence_state, write_sequence_state
+from engine.seq_state import cut_cells, read_sequence_state, write_sequence_state
 from engine.sequence_sampler import SequenceSampler, TextAssembler
 from engine.state_cache import RoomState, StateCache, common_prefix
+from engine.volatile_span import VolatileSpans
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class _Job:
     first_token_at: float = 0.0
     max_tokens: int = 0
     reused: int = 0  # prompt tokens found in the sequence already
+    cut: int = 0  # cells of last turn's volatile block taken out first
     restored: bool = False
     next_token: int = -1  # sampled, not yet evaluated
     produced: int = 0
@@ -90,6 +92,7 @@ class BatchDecoder:
         states: StateCache | None,
         stop: Sequence[str] = (),
         unified: bool = False,
+        spans: VolatileSpans | None = None,
     ) -> None:
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max = parallel
@@ -108,6 +111,7 @@ class BatchDecoder:
         self._vocab = llama_cpp.llama_model_get_vocab(llm._model.model)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self.states = states
+        self.spans = spans or VolatileSpans()
         self.template_stop = list(stop)
         self.banned: tuple[int, ...] = ()  # tokens no reply may choose (the benchmark bans EOS)
         self._slots = [_Slot(seq) for seq in range(parallel)]
@@ -196,6 +200,8 @@ class BatchDecoder:
             self._park(slot)
             slot.room = room
             job.restored = self._restore(slot, job.prompt)
+        job.cut = self._cut_last_volatile(slot, job.prompt)
+        self.spans.record(room, job.prompt, job.request.volatile_span)
         job.reused = min(common_prefix(slot.tokens, job.prompt), len(job.prompt) - 1)
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, job.reused, -1)
         del slot.tokens[job.reused :]
@@ -204,6 +210,15 @@ class BatchDecoder:
         job.max_tokens = min(sampling.max_tokens, self.n_ctx - len(job.prompt))
         job.sampler = SequenceSampler(sampling, self._n_vocab, self.banned)
         job.text = TextAssembler(job.stop)
+
+    def _cut_last_volatile(self, slot: _Slot, prompt: list[int]) -> int:
+        """Take the room's last volatile block out of its sequence when that lets ``prompt`` reuse
+        what followed it (``engine.volatile_span``); how many cells went."""
+        drop = self.spans.plan(slot.room, slot.tokens, prompt)
+        if drop is None or not cut_cells(self._memory, drop.start, drop.end, slot.seq):
+            return 0
+        slot.tokens[:] = drop.kept
+        return drop.size
 
     def _park(self, slot: _Slot) -> None:
         """Save an idle sequence's cells under its room (if any), then empty it."""
@@ -368,6 +383,7 @@ class BatchDecoder:
                     total_s=ended - job.started,
                     finish_reason=job.finish or "cancelled",
                     restored_state=job.restored,
+                    cut_tokens=job.cut,
                 )
             )
         )

@@ -38,7 +38,8 @@ async def warm_cast(
             continue
         reserve = reply_sampling(backend.spec.sampling, persona, turn.settings).max_tokens
         prompt = await prompts.build(backend, replace(turn, persona=persona), user, reserve)
-        stream = backend.stream(GenerationRequest(prompt.tokens, WARM_SAMPLING, cache_key(room_key, key)))
+        request = GenerationRequest(prompt.tokens, WARM_SAMPLING, cache_key(room_key, key), prompt.volatile_span)
+        stream = backend.stream(request)
         try:
             await stream.text()
         except asyncio.CancelledError:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engine.chat_template import ChatMessage
+from engine.volatile_span import span_between
 from errors import ModelError
 
 # A message too long for the window keeps its beginning and its end (where a question usually is);
@@ -58,6 +59,7 @@ class AssembledPrompt:
     turns_available: int
     truncated_newest: bool
     dropped: tuple[str, ...] = ()  # optional parts left out to fit ("lore", "summary", "system")
+    volatile_span: tuple[int, int] | None = None  # [start, end) of the volatile block in ``tokens``
 
     @property
     def token_count(self) -> int:
@@ -227,7 +229,20 @@ def assemble(
         turns_available=len(parts.turns),
         truncated_newest=truncated,
         dropped=tuple(dropped),
+        volatile_span=_volatile_span(parts, tokens_for, low, best),
     )
+
+
+def _volatile_span(parts: _Parts, tokens_for, count: int, tokens: list[int]) -> tuple[int, int] | None:
+    """Where the volatile block's tokens are in ``tokens``: the one stretch the same prompt
+    without it lacks (one more tokenization). None when there is none, or no clean one."""
+    if not parts.volatile:
+        return None
+    volatile, parts.volatile = parts.volatile, ""
+    try:
+        return span_between(tokens, tokens_for(count))
+    finally:
+        parts.volatile = volatile
 
 
 def _truncate_newest(parts: _Parts, tokens_for, budget: int) -> bool:

@@ -248,12 +248,27 @@ class Conversation:
     async def message_edited(self, ref: RoomRef, message_id: str, new_text: str) -> bool:
         """A user edited a message: memory follows (a covered summary is marked stale)."""
         room = await self.room(ref)
-        return await self.store.edit_message(room.conversation_id, message_id, new_text) is not None
+        edited = await self.store.edit_message(room.conversation_id, message_id, new_text) is not None
+        if edited:
+            self.forget_cached(room)
+        return edited
 
     async def message_deleted(self, ref: RoomRef, message_id: str) -> bool:
         """A user deleted a message: it leaves the prompt (a covered summary is marked stale)."""
         room = await self.room(ref)
-        return await self.store.delete_message(room.conversation_id, message_id) is not None
+        deleted = await self.store.delete_message(room.conversation_id, message_id) is not None
+        if deleted:
+            self.forget_cached(room)
+        return deleted
+
+    def forget_cached(self, room: _Room) -> None:
+        """Drop the model's evaluated states of a room that lost or changed messages.
+
+        Cells computed after a message (or after a recalled block that quoted it) keep it in
+        view, so none of them may serve a later turn, in RAM or on disk.
+        """
+        if self.host.loaded:
+            self.host.require().invalidate_room(room.ref.label)
 
     async def run_command(self, text: str, ctx: CommandContext) -> CommandResult:
         """The one entry for commands: the line after the adapter's own prefix (or slash command).
@@ -360,7 +375,8 @@ class Conversation:
         others = {persona.name for persona in turn.personas if persona is not turn.persona}
         sampling = with_speaker_stops(sampling, room.speakers | others)
         room.last_prompt = prompt
-        reply = backend.stream(GenerationRequest(prompt.tokens, sampling, cache_key(room_key, key)))
+        request = GenerationRequest(prompt.tokens, sampling, cache_key(room_key, key), prompt.volatile_span)
+        reply = backend.stream(request)
         reply.leading_names = (turn.persona.name,)
         if key is not None:
             reply.speaker = self.speaker(key, turn.persona)

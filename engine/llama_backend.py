@@ -38,9 +38,10 @@ from engine.gguf_meta import GGUFInfo, read_gguf_info
 from engine.llama_log import route_llama_logs
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
-from engine.seq_state import read_sequence_state, write_sequence_state
+from engine.seq_state import cut_cells, read_sequence_state, write_sequence_state
 from engine.settings import BATCHED_TOKENIZER_CTX
 from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
+from engine.volatile_span import VolatileSpans
 from errors import HearthError, ModelError
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class LlamaBackend:
         self._lifecycle = threading.Lock()
         self.states: StateCache | None = None
         self._resident: str | None = None  # whose evaluated prefix sits in llama's KV cache now
+        self.spans = VolatileSpans()  # each room's last volatile block, cut out at its next turn
         self._current: ReplyStream | None = None  # the reply being generated; the abort callback reads it
         # Kept on the instance: llama.cpp holds only the C pointer, so a collected ctypes
         # callback would crash the next decode.
@@ -147,7 +149,7 @@ class LlamaBackend:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
         if batched:
             try:
-                self._decoder = BatchDecoder(llm, options.parallel, options.n_ctx, self.states)
+                self._decoder = BatchDecoder(llm, options.parallel, options.n_ctx, self.states, spans=self.spans)
             except ValueError as exc:
                 llm.close()
                 raise ModelError(f"llama.cpp could not make {options.parallel} sequences: {exc}", original=exc) from exc
@@ -289,6 +291,8 @@ class LlamaBackend:
             raise ModelError(f"prompt of {len(tokens)} tokens does not fit n_ctx {n_ctx}")
         started = time.perf_counter()  # TTFT includes parking and restoring room states
         restored = self._switch_room(request.room_key, tokens)
+        cut = self._cut_last_volatile(request.room_key, tokens)
+        self.spans.record(request.room_key, tokens, request.volatile_span)
         reused = min(common_prefix(llm.input_ids[: llm.n_tokens].tolist(), tokens), len(tokens) - 1)
         evaluated, prefilled = self._prefill_if_worth_it(tokens, reused, reply)
         if reply.cancelled:  # before the turn started, or during the flash-attention prefill
@@ -301,6 +305,7 @@ class LlamaBackend:
                 finish_reason="cancelled",
                 restored_state=restored,
                 prefilled_tokens=prefilled,
+                cut_tokens=cut,
             )
         sampling = request.sampling
         max_tokens = min(sampling.max_tokens, n_ctx - len(tokens))
@@ -355,6 +360,7 @@ class LlamaBackend:
             finish_reason=finish,
             restored_state=restored,
             prefilled_tokens=prefilled,
+            cut_tokens=cut,
         )
 
     def _ban_processor(self) -> Any:
@@ -422,6 +428,18 @@ class LlamaBackend:
 
     # -- per-room states (worker thread only) -------------------------------------------
 
+    def _cut_last_volatile(self, room: str | None, tokens: list[int]) -> int:
+        """Take last turn's volatile block out of the cells when that lets ``tokens`` reuse
+        what followed it (``engine.volatile_span``); how many cells went."""
+        llm = self._llm
+        drop = self.spans.plan(room, llm.input_ids[: llm.n_tokens].tolist(), tokens)
+        if drop is None or not cut_cells(llama_cpp.llama_get_memory(llm._ctx.ctx), drop.start, drop.end):
+            return 0
+        llm.input_ids[: len(drop.kept)] = drop.kept
+        llm.n_tokens = len(drop.kept)
+        llm._requires_eval = True  # the logits belong to the cut sequence's last token
+        return drop.size
+
     def _switch_room(self, room: str | None, tokens: list[int]) -> bool:
         """Park the resident room's state and bring ``room``'s back if it helps. True if restored."""
         if room == self._resident or self.states is None:
@@ -468,8 +486,14 @@ class LlamaBackend:
         return True
 
     def invalidate_room(self, room: str) -> None:
-        """Drop a room's saved state (its summary changed, so its prefix did too)."""
+        """Drop a room's saved states and volatile spans: its summary changed, so its prefix did
+        too, or it lost messages that cells computed after them must not keep in view."""
         if self.states is not None and self._executor is not None:
-            self._executor.submit(self.states.invalidate, room)
+            self._executor.submit(self._invalidate, room)
+
+    def _invalidate(self, room: str) -> None:
+        self.spans.forget(room)
+        if self.states is not None:
+            self.states.invalidate(room)
 
     _emit = staticmethod(push_split)

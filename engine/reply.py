@@ -47,6 +47,7 @@ class GenerationStats:
     finish_reason: str = "stop"
     restored_state: bool = False
     prefilled_tokens: int = 0  # of evaluated_prompt_tokens, those evaluated with flash attention
+    cut_tokens: int = 0  # last turn's volatile block, taken out of the cells instead of evaluating after it
 
     @property
     def tokens_per_s(self) -> float:

@@ -1,4 +1,4 @@
-"""Copy one sequence's KV cells out of and into a llama context, without extra copies.
+"""Copy one sequence's KV cells out of and into a llama context without extra copies, and cut a stretch out.
 
 A room's state is tens of MB (about 23 MB per 1,000 SmolLM2 tokens), and a warm turn's
 whole budget is a few hundred ms. Measured on 2 cores for a 27 MB state: a fresh buffer
@@ -40,3 +40,15 @@ def write_sequence_state(ctx: Any, data: SeqState, seq_id: int = 0) -> bool:
     else:
         source = (ctypes.c_uint8 * len(data)).from_buffer(data)
     return bool(llama_cpp.llama_state_seq_set_data(ctx, source, len(data), seq_id))
+
+
+def cut_cells(memory: Any, start: int, end: int, seq_id: int = 0) -> bool:
+    """Remove a sequence's cells at positions ``[start, end)`` and move the later ones back to
+    close the gap (llama.cpp re-rotates their keys at the next decode). False, with nothing
+    changed, where the memory cannot shift positions (recurrent or some hybrid models)."""
+    if not llama_cpp.llama_memory_can_shift(memory):
+        return False
+    if not llama_cpp.llama_memory_seq_rm(memory, seq_id, start, end):
+        return False
+    llama_cpp.llama_memory_seq_add(memory, seq_id, end, -1, start - end)
+    return True

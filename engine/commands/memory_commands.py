@@ -71,11 +71,13 @@ def commands(conv: Conversation) -> list[Command]:
         room = await conv.room(ctx.room)
         removed = await conv.store.reset(room.conversation_id)
         room.last_prompt = None
+        conv.forget_cached(room)
         return f"forgot this room: {removed} messages and its summary removed"
 
     async def forget_me(ctx: CommandContext, args: list[str]) -> str:
         room = await conv.room(ctx.room)
         removed = await conv.store.forget_author(room.conversation_id, ctx.author.id)
+        conv.forget_cached(room)
         if await conv.store.summary(room.conversation_id) is not None:
             await conv.schedule_summary(room)
         return f"deleted {removed} of your messages here; the summary is being rebuilt without them"

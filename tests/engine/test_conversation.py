@@ -130,19 +130,25 @@ async def test_memory_commands(fake_app):
     forget = await conv.run_command("memory forget-me", CommandContext(ROOM, ALICE))
     assert forget.ok and "deleted 1" in forget.text
     assert "I like green tea." not in await stored_texts(app)
+    assert backend.invalidated == [ROOM.label], "no evaluated state computed with the text in view survives"
     assert (await conv.run_command("memory reset", CommandContext(ROOM, ALICE))).ok is False
     assert (await conv.run_command("memory reset", CommandContext(ROOM, ADMIN))).ok
     assert await stored_texts(app) == []
+    assert backend.invalidated == [ROOM.label] * 2
 
 
 async def test_edits_and_deletes_follow_the_user(fake_app):
-    app, _backend = fake_app
+    app, backend = fake_app
     conv = app.conversation
     await conv.handle(message("I live in Paris", mid="p1", addressed=False))
     assert await conv.message_edited(ROOM, "p1", "I live in Rome")
     assert "I live in Rome" in await stored_texts(app)
+    assert backend.invalidated == [ROOM.label], "the model's cells of the old text go"
     assert await conv.message_deleted(ROOM, "p1")
     assert "I live in Rome" not in await stored_texts(app)
+    assert backend.invalidated == [ROOM.label] * 2
+    assert not await conv.message_deleted(ROOM, "never-seen")
+    assert len(backend.invalidated) == 2, "nothing changed, nothing dropped"
 
 
 async def test_stop_cancels_a_running_reply(fake_app):
