@@ -31,7 +31,7 @@ from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
 from engine.seq_state import cut_cells, read_sequence_state, write_sequence_state
 from engine.sequence_sampler import SequenceSampler, TextAssembler
-from engine.state_cache import RoomState, StateCache, common_prefix
+from engine.state_cache import RoomState, StateCache, common_prefix, same_room
 from engine.volatile_span import VolatileSpans
 from errors import HearthError, ModelError
 
@@ -116,6 +116,7 @@ class BatchDecoder:
         self.banned: tuple[int, ...] = ()  # tokens no reply may choose (the benchmark bans EOS)
         self._slots = [_Slot(seq) for seq in range(parallel)]
         self._incoming: deque[_Job] = deque()
+        self._forgotten: list[str] = []  # rooms to invalidate at the next step boundary
         self._waiting: deque[_Job] = deque()  # admitted, but every sequence is busy
         self._lock = threading.Lock()
         self._running = False
@@ -142,6 +143,16 @@ class BatchDecoder:
             self._running = True
         start()
 
+    def invalidate(self, room: str, start: Callable[[], None]) -> None:
+        """Drop a room's evaluated cells, saved states and spans at the next step boundary
+        (``LlamaBackend.invalidate_room``); ``start`` runs the loop if it is not running."""
+        with self._lock:
+            self._forgotten.append(room)
+            if self._running:
+                return
+            self._running = True
+        start()
+
     # -- worker thread ---------------------------------------------------------------------
 
     def run(self) -> None:
@@ -150,10 +161,13 @@ class BatchDecoder:
             with self._lock:
                 arrived = list(self._incoming)
                 self._incoming.clear()
-                if not arrived and not self._waiting and not any(s.job for s in self._slots):
+                forgotten, self._forgotten = self._forgotten, []
+                if not arrived and not forgotten and not self._busy():
                     self._running = False
                     return
             try:
+                for room in forgotten:
+                    self._forget(room)
                 self._waiting.extend(arrived)
                 self._admit()
                 self._step()
@@ -164,6 +178,24 @@ class BatchDecoder:
                     self._end(job, error)
                 self._waiting.clear()
                 self._reset()
+
+    def _busy(self) -> bool:
+        return bool(self._waiting) or any(slot.job for slot in self._slots)
+
+    def _forget(self, room: str) -> None:
+        """Empty the idle sequences holding the room's (or its cast's) cells, and drop its states.
+
+        A sequence still generating for the room keeps its cells for that reply: its prompt
+        was built from the memory before the change.
+        """
+        self.spans.forget(room)
+        if self.states is not None:
+            self.states.invalidate(room)
+        for slot in self._slots:
+            if slot.job is None and slot.room is not None and same_room(slot.room, room):
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+                slot.tokens.clear()
+                slot.room = None
 
     def _admit(self) -> None:
         """Give waiting turns a sequence, parking idle cells if needed, in arrival order."""

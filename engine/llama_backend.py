@@ -40,7 +40,7 @@ from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
 from engine.seq_state import cut_cells, read_sequence_state, write_sequence_state
 from engine.settings import BATCHED_TOKENIZER_CTX
-from engine.state_cache import RoomState, StateCache, common_prefix, model_identity
+from engine.state_cache import RoomState, StateCache, common_prefix, model_identity, same_room
 from engine.volatile_span import VolatileSpans
 from errors import HearthError, ModelError
 
@@ -486,14 +486,29 @@ class LlamaBackend:
         return True
 
     def invalidate_room(self, room: str) -> None:
-        """Drop a room's saved states and volatile spans: its summary changed, so its prefix did
-        too, or it lost messages that cells computed after them must not keep in view."""
-        if self.states is not None and self._executor is not None:
-            self._executor.submit(self._invalidate, room)
+        """Drop every evaluated state of a room and its cast: saved, resident, and its volatile
+        spans. Its summary changed, so its prefix did too, or it lost messages, and cells
+        computed after them must not keep them in view (nor be parked to disk later).
+
+        Batched, it waits only for the current decode step, not for the batch to empty.
+        """
+        executor = self._executor
+        if executor is None:
+            return
+        decoder = self._decoder
+        if decoder is not None:
+            decoder.invalidate(room, lambda: self._start_batch(decoder))
+        else:
+            executor.submit(self._invalidate, room)
 
     def _invalidate(self, room: str) -> None:
         self.spans.forget(room)
         if self.states is not None:
             self.states.invalidate(room)
+        llm, resident = self._llm, self._resident
+        if llm is not None and resident is not None and same_room(resident, room):
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm._ctx.ctx), False)
+            llm.n_tokens = 0
+            self._resident = None
 
     _emit = staticmethod(push_split)

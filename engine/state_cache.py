@@ -51,6 +51,11 @@ def common_prefix(a: tuple[int, ...] | list[int], b: list[int]) -> int:
     return n
 
 
+def same_room(key: str, room: str) -> bool:
+    """True when cache key ``key`` is ``room`` or one of its cast members (``engine.backend.cache_key``)."""
+    return key == room or key.startswith(room + CAST_SEPARATOR)
+
+
 class StateCache:
     """LRU of RoomState by room key, bounded by ``max_bytes``; evictions spill to ``disk_dir``."""
 
@@ -110,7 +115,7 @@ class StateCache:
 
     def invalidate(self, room: str | None = None) -> None:
         """Forget one room with its cast members' states (or all): after a compaction or a model swap."""
-        cast = [key for key in self._ram if room is not None and key.startswith(room + CAST_SEPARATOR)]
+        cast = [key for key in self._ram if room is not None and key != room and same_room(key, room)]
         rooms = [room, *cast] if room is not None else list(self._ram)
         for key in rooms:
             self.discard_ram(key)

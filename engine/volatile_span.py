@@ -22,8 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.backend import CAST_SEPARATOR
-from engine.state_cache import common_prefix
+from engine.state_cache import common_prefix, same_room
 
 MIN_GAIN = 8  # tokens the drop must save; below that, re-evaluating costs less than the shift
 
@@ -78,7 +77,7 @@ class VolatileSpans:
         if room is None:
             self._spans.clear()
             return
-        for key in [key for key in self._spans if key == room or key.startswith(room + CAST_SEPARATOR)]:
+        for key in [key for key in self._spans if same_room(key, room)]:
             del self._spans[key]
 
     def plan(self, room: str | None, held: Sequence[int], prompt: Sequence[int]) -> Drop | None:
