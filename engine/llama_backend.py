@@ -98,9 +98,11 @@ class LlamaBackend:
         started = time.perf_counter()
         self.info = await asyncio.to_thread(read_gguf_info, self.spec.path)
         identity = await asyncio.to_thread(model_identity, self.spec.path)
-        # A state's KV layout depends on flash attention (V is transposed without it).
+        # A state's KV layout depends on flash attention (V is transposed without it), and on the
+        # context's KV streams: llama.cpp refuses a state saved with another ``model.parallel``.
         options = self.spec.options
         identity += "-fa" if options.flash_attn else ""
+        identity += f"-seq{options.parallel}" if options.parallel > 1 else ""
         self.states = StateCache(
             options.state_cache_mb * 2**20, identity, options.state_cache_dir, options.state_cache_disk_mb * 2**20
         )

@@ -153,3 +153,18 @@ async def test_cancel_in_the_middle_of_a_lone_prompt(batched):
     assert reply.stats.finish_reason == "cancelled" and reply.stats.completion_tokens == 0
     after = batched.stream(GenerationRequest(prompt(batched, "Hello"), GREEDY, "m"))
     assert (await after.text()).strip(), "the sequence works after the cancel"
+
+
+async def test_a_state_saved_with_another_parallel_is_not_offered_to_llama(smol_path, tmp_path, caplog):
+    """llama.cpp refuses a sequence state from a context with another number of KV streams."""
+    tokens_for = None
+    for parallel in (2, 1):
+        backend = await loaded(smol_path, parallel, state_cache_dir=tmp_path)
+        try:
+            tokens_for = tokens_for or prompt(backend, "What is the capital of France?")
+            reply = backend.stream(GenerationRequest(tokens_for, GREEDY, "room"))
+            await reply.text()
+        finally:
+            await backend.close()  # flushes the room's state to disk
+    assert "could not restore" not in caplog.text
+    assert not reply.stats.restored_state
