@@ -45,6 +45,7 @@ class PersonaLibrary:
         self._personas: dict[str, Persona] | None = None
         self._books: dict[str, Lorebook] = {}
         self._errors: list[str] = []
+        self._broken: dict[str, str] = {}
         self._avatars: dict[str, bytes | None] = {}
 
     @property
@@ -63,6 +64,7 @@ class PersonaLibrary:
         personas: dict[str, Persona] = {}
         books: dict[str, Lorebook] = {}
         errors: list[str] = []
+        broken: dict[str, str] = {}  # key -> why its file did not load
         for folder in self._dirs:
             if not folder.is_dir():
                 if folder == BUILTIN_DIR:  # a user folder appears with the first import
@@ -73,6 +75,7 @@ class PersonaLibrary:
                     personas[path.stem.lower()] = load_persona_file(path)
                 except PersonaError as exc:
                     errors.append(str(exc))
+                    broken[path.stem.lower()] = str(exc)
             for path in _files(folder / "lorebooks", LOREBOOK_SUFFIXES):
                 try:
                     books[path.stem.lower()] = load_lorebook_file(path)
@@ -83,6 +86,7 @@ class PersonaLibrary:
                 if _find_book(books, name) is None:
                     errors.append(f"{persona.source}: lorebooks: unknown lorebook '{name}'")
         self._personas, self._books, self._errors = personas, books, errors
+        self._broken = {key: error for key, error in broken.items() if key not in personas}
         self._avatars = {}  # a re-imported card may have a new image under the same path
 
     def names(self) -> list[str]:
@@ -95,6 +99,8 @@ class PersonaLibrary:
     def get(self, name: str) -> Persona:
         """A persona by key or by display name, case-insensitively."""
         persona = self._find(name)
+        if persona is None and name.strip().lower() in self._broken:
+            raise PersonaError(f"persona '{name}' did not load: {self._broken[name.strip().lower()]}")
         if persona is None:
             available = ", ".join(self.names()) or "none"
             raise PersonaError(f"unknown persona '{name}' (available: {available})")

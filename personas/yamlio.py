@@ -8,6 +8,7 @@ indentation and keep a map from each key path to its line, for one-line errors l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,18 @@ def _check_tabs(text: str, where: str) -> None:
             raise PersonaError(f"{where}:{number}: tab in indentation; indent with spaces")
 
 
+_UNQUOTED_MACRO = re.compile(r"^[^#\n]*?:[ \t]+\{\{", re.MULTILINE)
+
+
+def _macro_hint(text: str) -> str:
+    """Why a card-style value broke the file: YAML reads an unquoted ``{{char}} …`` as a mapping."""
+    match = _UNQUOTED_MACRO.search(text)
+    if match is None:
+        return ""
+    number = text.count("\n", 0, match.start()) + 1
+    return f" (line {number}: a value that starts with {{{{ must be quoted, e.g. \"{{{{char}}}} is …\")"
+
+
 def parse_yaml(text: str, where: str) -> tuple[Any, dict[LinePath, int]]:
     """Parse one YAML document; returns (data, key path -> line). Raises PersonaError."""
     _check_tabs(text, where)
@@ -69,7 +82,7 @@ def parse_yaml(text: str, where: str) -> tuple[Any, dict[LinePath, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""
         problem = (exc.problem or exc.context or "invalid YAML").strip()
-        raise PersonaError(f"{where}{line}: YAML syntax error: {problem}") from None
+        raise PersonaError(f"{where}{line}: YAML syntax error: {problem}{_macro_hint(text)}") from None
     except yaml.YAMLError as exc:
         raise PersonaError(f"{where}: YAML syntax error: {str(exc).splitlines()[0]}") from None
     finally:

@@ -185,3 +185,16 @@ def test_failed_reimport_restores_previous_files(tmp_path: Path) -> None:
     after = {p: p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     before.pop(dest / "kit.yaml")
     assert after == before  # the old avatar is back, no temp or backup files remain
+
+
+def test_a_broken_persona_is_named_with_its_error_when_asked_for(tmp_path: Path) -> None:
+    """An unquoted ``{{char}}`` value makes YAML read a mapping: say so, and where, not "unknown"."""
+    (tmp_path / "bob.yaml").write_text("name: Bob\nsystem_prompt: {{char}} is a pirate.\n", encoding="utf-8")
+    library = PersonaLibrary([tmp_path])
+    with pytest.raises(PersonaError) as raised:
+        library.get("Bob")
+    message = str(raised.value)
+    assert message.startswith("persona 'Bob' did not load:") and "bob.yaml:2" in message
+    assert "line 2: a value that starts with {{ must be quoted" in message and "\n" not in message
+    with pytest.raises(PersonaError, match="unknown persona 'nobody'"):
+        library.get("nobody")
