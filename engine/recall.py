@@ -24,6 +24,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from engine.context import defuse_markup
 from engine.embedder import Embedder, resolve_embedding_model
 from engine.settings import MemorySettings
@@ -207,10 +209,12 @@ class Recall:
         embedder = self.query_embedder
         if embedder is None:
             return []
-        vector = (await embedder.embed([query]))[0]
-        near = {mid: score for mid, score in await self.vectors.nearest(rooms, embedder.name, vector, limit)}
-        near = {mid: score for mid, score in near.items() if score >= MIN_COSINE}
-        hits = await self.vectors.messages(near)
+
+        async def question() -> np.ndarray:
+            return (await embedder.embed([query]))[0]
+
+        nearest = await self.vectors.nearest(rooms, embedder.name, question(), limit)
+        hits = await self.vectors.messages({mid: score for mid, score in nearest if score >= MIN_COSINE})
         return sorted(hits, key=lambda hit: -hit.score)
 
     async def search(
@@ -228,11 +232,20 @@ class Recall:
             return []  # "ok", "lol", "and you?": nothing to look up
         rooms = await self.rooms(conversation_id)
         wanted = limit + len(skip)
-        lists = []
-        if self.mode != "vector":
-            lists.append(await self._fulltext(rooms, query, wanted, 0.0 if browse else MIN_SCORE))
-        if self.mode != "fulltext" and (browse or asks(query)):
-            lists.append(await self._nearest(rooms, query, wanted))
+        # Both at once: the question is embedded in its own thread while SQLite reads in another, so
+        # with a core to spare the full-text half fits in the embedding's time (with one, it costs
+        # what it did one after the other).
+        searches = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                if self.mode != "vector":
+                    least = 0.0 if browse else MIN_SCORE
+                    searches.append(group.create_task(self._fulltext(rooms, query, wanted, least)))
+                if self.mode != "fulltext" and (browse or asks(query)):
+                    searches.append(group.create_task(self._nearest(rooms, query, wanted)))
+        except BaseExceptionGroup as failed:  # a StorageError stays one (callers answer it in one line)
+            raise failed.exceptions[0] from None
+        lists = [search.result() for search in searches]
         fused: dict[int, float] = {}
         by_id: dict[int, SearchHit] = {}
         for ranked in lists:

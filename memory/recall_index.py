@@ -17,7 +17,9 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import TextClause, text
+from sqlalchemy import TextualSelect, text
+
+from memory.schema import UTCDateTime
 
 FTS_TABLE = "messages_fts"
 MAX_TERMS = 24  # a 200 KB message as a query must stay a cheap query
@@ -91,72 +93,64 @@ def tsquery(terms: list[str]) -> str:
     return " | ".join("'" + term.replace("'", "''").replace("\\", "") + "'" for term in terms)
 
 
-_SQLITE_SEARCH = text(
-    f"""
-    SELECT m.id AS id, -bm25({FTS_TABLE}) AS score
+# One round trip: the hits' rows with, on each, the room's message count (``total``) and each query
+# word's count (``cN``). Those subqueries do not depend on the row, so both databases compute them once,
+# and only when something matched. Each trip through the async driver adds about half a millisecond,
+# and Python work that competes with the question's embedding (the match itself takes 0.1 ms).
+_SQLITE_SEARCH = f"""
+    SELECT m.id AS id, m.created_at AS created_at, m.author_name AS author_name, m.role AS role,
+      m.text AS text{{counts}}
     FROM {FTS_TABLE} JOIN messages AS m ON m.id = {FTS_TABLE}.rowid
     WHERE {FTS_TABLE} MATCH :query AND m.conversation_id = :conversation_id AND NOT m.deleted
     ORDER BY bm25({FTS_TABLE}), m.id DESC
     LIMIT :limit
-    """
-)
-_POSTGRES_SEARCH = text(
-    """
-    SELECT m.id AS id, ts_rank(to_tsvector('simple', m.text), q.query) AS score
+"""
+_POSTGRES_SEARCH = """
+    SELECT m.id AS id, m.created_at AS created_at, m.author_name AS author_name, m.role AS role,
+      m.text AS text{counts}
     FROM messages AS m, to_tsquery('simple', :query) AS q(query)
     WHERE m.conversation_id = :conversation_id AND NOT m.deleted
       AND to_tsvector('simple', m.text) @@ q.query
-    ORDER BY score DESC, m.id DESC
+    ORDER BY ts_rank(to_tsvector('simple', m.text), q.query) DESC, m.id DESC
     LIMIT :limit
-    """
-)
-
-
+"""
+_TOTAL = "SELECT count(*) FROM messages WHERE conversation_id = :conversation_id AND NOT deleted"
 # The matching ids first, then one primary-key lookup each: as a JOIN, SQLite's planner walked the
 # room's messages and probed the index per row, 340 ms a word at 10,000 messages against 2.4 ms.
-_SQLITE_HOLDING = text(
-    f"""
+_SQLITE_HOLDING = f"""
     SELECT count(*) FROM messages AS m
     WHERE m.id IN (SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query)
       AND m.conversation_id = :conversation_id AND NOT m.deleted
-    """
-)
-_POSTGRES_HOLDING = text(
-    """
+"""
+_POSTGRES_HOLDING = """
     SELECT count(*) FROM messages AS m
     WHERE m.conversation_id = :conversation_id AND NOT m.deleted
       AND to_tsvector('simple', m.text) @@ to_tsquery('simple', :query)
+"""
+
+
+def search_statement(dialect: str, terms: list[str]) -> tuple[TextualSelect, dict[str, str]]:
+    """The ranked search for ``dialect`` (best first) and its parameters, but the room and the limit.
+
+    Each row: ``id``, ``created_at``, ``author_name``, ``role``, ``text``, then ``total`` (the room's
+    messages) and, for each of ``terms``, ``cN``: how many of them hold it. The words are bound
+    parameters, never SQL.
     """
-)
-
-
-def search_statement(dialect: str, terms: list[str]) -> tuple[TextClause, str]:
-    """The ranked search for ``dialect`` and its query parameter (ids and scores, best first)."""
-    if dialect == "postgresql":
-        return _POSTGRES_SEARCH, tsquery(terms)
-    return _SQLITE_SEARCH, fts5_query(terms)
-
-
-def holding_counts_statement(dialect: str, terms: list[str]) -> tuple[TextClause, dict[str, str]]:
-    """One row: for each of ``terms`` (column ``cN``), how many of a room's messages hold it.
-
-    One round trip instead of one per word: each trip through the async driver costs about a
-    millisecond, and a question has up to ``MAX_TERMS`` words. The words are bound parameters.
-    """
-    template = _POSTGRES_HOLDING if dialect == "postgresql" else _SQLITE_HOLDING
-    counts, params = [], {}
+    postgres = dialect == "postgresql"
+    quote = tsquery if postgres else fts5_query
+    holding = (_POSTGRES_HOLDING if postgres else _SQLITE_HOLDING).strip()
+    counts, params = [f"({_TOTAL}) AS total"], {"query": quote(terms)}
     for index, term in enumerate(terms):
-        inner = template.text.strip().replace(":query", f":q{index}")
-        counts.append(f"({inner}) AS c{index}")
-        params[f"q{index}"] = tsquery([term]) if dialect == "postgresql" else fts5_query([term])
-    return text("SELECT " + ", ".join(counts)), params
+        counts.append(f"({holding.replace(':query', f':q{index}')}) AS c{index}")
+        params[f"q{index}"] = quote([term])
+    sql = (_POSTGRES_SEARCH if postgres else _SQLITE_SEARCH).format(counts="".join(", " + c for c in counts))
+    return text(sql).columns(created_at=UTCDateTime), params
 
 
 __all__ = [
     "FTS_TABLE",
     "SearchHit",
     "coverage",
-    "holding_counts_statement",
     "holds",
     "query_terms",
     "rarity",

@@ -37,7 +37,6 @@ from memory.migrate import upgrade
 from memory.recall_index import (
     SearchHit,
     coverage,
-    holding_counts_statement,
     holds,
     query_terms,
     rarity,
@@ -304,29 +303,24 @@ class MemoryStore:
         terms = query_terms(query)
         if not terms or limit <= 0:
             return []
-        dialect = self.engine.dialect.name
-        statement, match = search_statement(dialect, terms)
+        statement, words = search_statement(self.engine.dialect.name, terms)
+        params = {**words, "conversation_id": conversation_id, "limit": min(limit * 4, 200)}
         async with self._read() as session:
-            params = {"query": match, "conversation_id": conversation_id, "limit": min(limit * 4, 200)}
-            ranks = {row.id: rank for rank, row in enumerate(await session.execute(statement, params))}
-            if not ranks:
-                return []
-            rows = (await session.scalars(select(MessageRow).where(MessageRow.id.in_(ranks)))).all()
-            total = await session.scalar(
-                select(func.count()).where(MessageRow.conversation_id == conversation_id, MessageRow.deleted.is_(False))
-            )
-            holding, matches = holding_counts_statement(dialect, terms)
-            counts = (await session.execute(holding, {**matches, "conversation_id": conversation_id})).one()
-            weights, found = {}, {}
-            for term, count in zip(terms, counts, strict=True):
-                weights[term] = rarity(total or 0, count or 0)
-                if count:
-                    found[term] = weights[term]
+            rows = (await session.execute(statement, params)).all()  # best first
+        if not rows:
+            return []
+        first = rows[0]._mapping
+        total, counts = first["total"], [first[f"c{index}"] for index in range(len(terms))]
+        weights, found = {}, {}
+        for term, count in zip(terms, counts, strict=True):
+            weights[term] = rarity(total or 0, count or 0)
+            if count:
+                found[term] = weights[term]
         if specific and found:
             rarest = max(found, key=lambda term: found[term])
             rows = [r for r in rows if holds(rarest, r.text)]
         hits = [SearchHit(r.id, r.created_at, r.author_name, r.role, r.text, coverage(weights, r.text)) for r in rows]
-        return sorted(hits, key=lambda hit: (-hit.score, ranks[hit.message_id]))[:limit]
+        return sorted(hits, key=lambda hit: -hit.score)[:limit]  # a stable sort: the index's rank breaks ties
 
     @_translated
     async def count_messages(self, conversation_id: int) -> int:
