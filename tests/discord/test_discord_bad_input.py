@@ -56,7 +56,7 @@ async def harness(tmp_path: Path, smol_path: Path) -> AsyncIterator[Harness]:
 
     config = HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(MODELS), "n_threads": 2, "n_ctx": 512},
+            "model": {"models_dir": str(MODELS), "n_threads": 2, "n_ctx": 512, "state_cache_dir": f"{tmp_path}/states"},
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
             "personas": {"dir": str(short_persona_dir(tmp_path))},
             "limits": {"user_messages_per_minute": 0, "room_replies_per_minute": 0},

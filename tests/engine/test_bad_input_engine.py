@@ -60,7 +60,7 @@ async def small_app(tmp_path: Path, smol_path: Path) -> AsyncIterator[Any]:
 
     config = HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(MODELS), "n_threads": 2, "n_ctx": N_CTX},
+            "model": {"models_dir": str(MODELS), "n_threads": 2, "n_ctx": N_CTX, "state_cache_dir": f"{tmp_path}/st"},
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
             "personas": {"dir": str(tmp_path / "personas")},
             "limits": {"user_messages_per_minute": 0, "room_replies_per_minute": 0},

@@ -33,6 +33,7 @@ async def long_app(tmp_path: Path, smol_path: Path) -> AsyncIterator[Any]:
     from config import HearthConfig
 
     model = {"models_dir": str(MODELS), "n_threads": 2, "n_ctx": 768, "sampling": {"max_tokens": 24}}
+    model["state_cache_dir"] = str(tmp_path / "states")
     database = {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"}
     application = App.build(
         HearthConfig.model_validate({"model": model, "database": database, "personas": {"dir": str(tmp_path)}})

@@ -18,7 +18,13 @@ FACTS = ["my cat is named Pixel", "I work as a baker", "my sister lives in Oslo"
 def make_config(tmp_path) -> HearthConfig:
     return HearthConfig.model_validate(
         {
-            "model": {"models_dir": str(MODELS), "n_ctx": 512, "n_threads": 2, "sampling": {"max_tokens": 24}},
+            "model": {
+                "models_dir": str(MODELS),
+                "n_ctx": 512,
+                "n_threads": 2,
+                "sampling": {"max_tokens": 24},
+                "state_cache_dir": str(tmp_path / "states"),
+            },
             "memory": {"summarize_at": 0.6, "keep_recent_turns": 4, "summary_max_tokens": 60},
             "database": {"url": f"sqlite+aiosqlite:///{tmp_path}/hearth.db"},
             "personas": {"dir": str(tmp_path / "personas")},

@@ -54,7 +54,7 @@ def hold_summary_commit(_conn, _cursor, statement, _params, _context, _executema
 
 async def main():
     config = HearthConfig.model_validate({{
-        "model": {{"models_dir": {models!r}, "n_threads": 2, "n_ctx": 1024}},
+        "model": {{"models_dir": {models!r}, "n_threads": 2, "n_ctx": 1024, "state_cache_dir": None}},
         "database": {{"url": {url!r}}},
         "personas": {{"dir": {personas!r}}},
         "memory": {{"summary_max_tokens": 16}},  # a short answer: the test is about the write
