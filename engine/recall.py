@@ -32,7 +32,7 @@ from engine.settings import MemorySettings
 from errors import HearthError, StorageError
 from memory import MemoryStore, SearchHit, StoredMessage
 from memory.recall_index import query_terms
-from memory.vector_index import VectorIndex
+from memory.vector_index import CHUNK_CHARS, EXCERPT_CHARS, VectorIndex, chunks, excerpt
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def asks(text: str) -> bool:
     """True when ``text`` asks something: a question mark, a leading question word, or "remind me"."""
     return bool(_ASKING.search(text))
 QUERY_CHARS = 2_000
-LINE_CHARS = 400
+LINE_CHARS = EXCERPT_CHARS + 2  # a long message's excerpt and its two cut marks
 
 
 def recall_query(stored: Sequence[StoredMessage]) -> str:
@@ -151,9 +151,14 @@ class Recall:
         pending = await self.vectors.unindexed(embedder.name, limit)
         if not pending:
             return 0
-        vectors = await embedder.embed([text for _, _, text in pending])
-        ids = [mid for mid, _, _ in pending]
-        await self.vectors.save(embedder.name, list(zip(ids, vectors, strict=True)))
+        pieces = [
+            (mid, number, start, piece)
+            for mid, _, text in pending
+            for number, (start, piece) in enumerate(chunks(text))
+        ]
+        vectors = await embedder.embed([piece for _, _, _, piece in pieces])
+        rows = [(mid, number, start, vector) for (mid, number, start, _), vector in zip(pieces, vectors, strict=True)]
+        await self.vectors.save_chunks(embedder.name, rows)  # a long message's chunks: one transaction
         return len(pending)
 
     async def index_all(self) -> int:
@@ -203,7 +208,9 @@ class Recall:
         for room in rooms:
             hits = await self.store.search(room, query, limit, specific=least > 0)
             found.extend(hit for hit in hits if hit.score >= least)
-        return sorted(found, key=lambda hit: -hit.score)[:limit]
+        best = sorted(found, key=lambda hit: -hit.score)[:limit]
+        terms = query_terms(query)
+        return [replace(hit, text=matching_part(hit.text, terms)) for hit in best]
 
     async def _nearest(self, rooms: list[int], query: str, limit: int) -> list[SearchHit]:
         embedder = self.query_embedder
@@ -214,7 +221,7 @@ class Recall:
             return (await embedder.embed([query]))[0]
 
         nearest = await self.vectors.nearest(rooms, embedder.name, question(), limit)
-        hits = await self.vectors.messages({mid: score for mid, score in nearest if score >= MIN_COSINE})
+        hits = await self.vectors.messages([near for near in nearest if near.score >= MIN_COSINE])
         return sorted(hits, key=lambda hit: -hit.score)
 
     async def search(
@@ -265,6 +272,16 @@ class Recall:
         hits = await self.search(conversation_id, query, CANDIDATES, in_view)
         said = " ".join(query.lower().split())
         return [hit for hit in hits if " ".join(hit.text.lower().split()) != said]  # a repeat tells nothing new
+
+
+def matching_part(text: str, terms: Sequence[str]) -> str:
+    """A long message as the part holding the first query word found (a short one whole): the
+    recalled line shows that part, not the message's beginning."""
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    lower = text.lower()
+    found = [at for term in terms if (at := lower.find(term)) >= 0]
+    return excerpt(text, max(min(found, default=0) - CHUNK_CHARS // 2, 0))
 
 
 def recall_line(hit: SearchHit) -> str:

@@ -119,3 +119,13 @@ async def test_nothing_is_recalled_for_an_unrelated_question_another_room_or_whe
     await room_with_an_old_fact(app, RoomRef("test", "recall-source"))
     elsewhere = await prompt_for(app, other, "Remind me, where my sister lives?")
     assert "Reykjavik" not in elsewhere, "recall never crosses rooms"
+
+
+def test_a_long_full_text_hit_shows_the_part_holding_the_word():
+    from engine.recall import LINE_CHARS, matching_part
+
+    text = "filler words here. " * 400 + "The key is under the lighthouse mat. " + "more filler. " * 400
+    shown = matching_part(text, ["lantern", "lighthouse"])
+    assert "lighthouse mat" in shown and shown.startswith("…") and shown.endswith("…")
+    assert len(shown) <= LINE_CHARS
+    assert matching_part("short line", ["lighthouse"]) == "short line"

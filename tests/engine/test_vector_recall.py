@@ -23,6 +23,12 @@ from tests.test_config import check
 ANN = Author("u1", "Ann")
 FACT = "My sister Ingrid moved to Lisbon last spring."
 QUESTION = "Which city does my sibling live in now?"
+LETTER = [
+    "The garden needs new fences before winter, and the roses should be cut back in October.",
+    "Our quarterly budget review showed higher costs for heating and the roof repairs.",
+    "The football club meets on Thursdays; bring boots and a water bottle to training.",
+    "Remember to renew the car insurance and book the annual service at the garage.",
+]
 FILLER = [
     ("user", "What should I cook tonight?"),
     ("assistant", "A vegetable soup is quick and warm."),
@@ -157,3 +163,27 @@ async def test_a_missing_embedding_model_is_one_line_at_check_and_at_start(confi
     with pytest.raises(ModelError) as error:
         await recall.start()
     assert "\n" not in str(error.value) and "nowhere.gguf" in str(error.value)
+
+
+async def test_a_fact_deep_inside_a_long_message_is_recalled_as_the_part_that_holds_it(app, embedder_path):
+    """The embedder reads 512 tokens: a pasted document is indexed in chunks, and the recalled line
+    is the chunk that matched, not the document's beginning."""
+    ref = RoomRef("test", "long-paste")
+    cid = (await app.conversation.room(ref)).conversation_id
+    news = "\n\n".join(LETTER * 40)
+    document = f"{news}\n\nFamily news: {FACT} She loves the trams there.\n\n{news}"  # ~30 KB, the fact mid-way
+    await app.store.append(cid, role="user", author_id=ANN.id, author_name=ANN.display_name, text=document)
+    for role, said in FILLER:
+        author = (ANN.id, ANN.display_name) if role == "user" else ("hearth", "Hearth")
+        await app.store.append(cid, role=role, author_id=author[0], author_name=author[1], text=said)
+    recall = app.conversation.prompts.recall
+    await recall.index_all()
+    stats = await recall.vectors.stats(cid, recall.model)
+    assert (stats.messages, stats.vectors) == (5, 5), "chunks count as one message in memory show"
+    recall.mode = "vector"
+    try:
+        hits = await recall.search(cid, QUESTION, 3)
+    finally:
+        recall.mode = "hybrid"
+    assert hits and "Lisbon" in hits[0].text and hits[0].text.startswith("…"), hits[:1]
+    assert len(hits[0].text) < 500 and len(document) > 25_000

@@ -72,9 +72,9 @@ async def test_nearest_reads_the_room_while_the_question_is_embedded(two_process
     await other.forget_author(cid, "ann")
     newer = await message(other, cid, "bo", "newer")
     await VectorIndex(other).save(MODEL, [(newer, axis(5))])
-    near = {mid for mid, _ in await index.nearest([cid], MODEL, embedding(axis(0)), 5)}
+    near = {n.message_id for n in await index.nearest([cid], MODEL, embedding(axis(0)), 5)}
     assert near == {kept, newer}, "the deletion is seen, and the new row is read"
-    assert await index.nearest([cid], MODEL, embedding(axis(5)), 1) == [(newer, 1.0)]
+    assert await index.nearest([cid], MODEL, embedding(axis(5)), 1) == [(newer, 1.0, 0)]
 
 
 async def test_a_failed_embedding_is_its_own_error(sqlite_url):
