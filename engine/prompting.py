@@ -27,7 +27,7 @@ from engine.context import (
     prompt_user,
     within_limit,
 )
-from engine.recall import Recall, recall_block
+from engine.recall import Recall, recall_block, recall_budget
 from engine.reply import without_leading_name
 from engine.sampling import SamplingParams
 from memory import MemoryStore, RoomSettings, SearchHit
@@ -131,12 +131,23 @@ def _assemble_fitted(
     limit = message_token_limit(n_ctx, reserve)
     fitted = [Turn(t.role, t.speaker, fit_message(t.text, limit, backend.count_text_tokens)) for t in turns]
     hits, recall_tokens = recalled
-    # a small window keeps most of its room for the conversation itself
-    block = recall_block(hits, min(recall_tokens, (n_ctx - reserve) // 8), backend.count_text_tokens)
+    budget = recall_budget(recall_tokens, n_ctx - reserve)
+    block = recall_block(hits, budget, backend.count_text_tokens)
     volatile = "\n\n".join(part for part in (block, volatile) if part)
+    # The recall budget is held back whether or not this turn recalls anything, so the recent turns
+    # in view do not change with it: a window that lost its oldest turn whenever a block came and got
+    # it back when it went would re-evaluate the whole history on both turns.
+    unused = budget - (backend.count_text_tokens(block) if block else 0)
     prompt = assemble(
-        backend, system=system, turns=fitted, n_ctx=n_ctx, reserve=reserve, summary=summary, volatile=volatile
+        backend,
+        system=system,
+        turns=fitted,
+        n_ctx=n_ctx,
+        reserve=reserve + max(unused, 0),
+        summary=summary,
+        volatile=volatile,
     )
+    prompt = replace(prompt, budget=prompt.budget + max(unused, 0))
     if fitted and fitted[-1] != turns[-1]:
         prompt = replace(prompt, truncated_newest=True)
     return prompt

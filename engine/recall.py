@@ -284,6 +284,12 @@ def matching_part(text: str, terms: Sequence[str]) -> str:
     return excerpt(text, max(min(found, default=0) - CHUNK_CHARS // 2, 0))
 
 
+def recall_budget(recall_tokens: int, room: int) -> int:
+    """Tokens recalled lines may take in a prompt with ``room`` tokens: a small window keeps most
+    of its room for the conversation itself."""
+    return min(recall_tokens, room // 8)
+
+
 def recall_line(hit: SearchHit) -> str:
     text = " ".join(hit.text.split())
     if len(text) > LINE_CHARS:
@@ -311,4 +317,4 @@ def recall_block(hits: Sequence[SearchHit], budget: int, count_tokens: Callable[
     return "\n".join([RECALL_HEADER, *(line for _, line in sorted(chosen))])
 
 
-__all__ = ["RECALL_HEADER", "Recall", "recall_block", "recall_query"]
+__all__ = ["RECALL_HEADER", "Recall", "recall_block", "recall_budget", "recall_query"]

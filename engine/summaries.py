@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from engine.backend import Backend, GenerationRequest
 from engine.chat_template import ChatMessage
 from engine.context import AssembledPrompt
+from engine.recall import recall_budget
 from engine.sampling import SamplingParams
 from engine.settings import MemorySettings
 from memory import MemoryStore
@@ -26,12 +27,14 @@ if TYPE_CHECKING:
 SUMMARY_SYSTEM = "You write short, factual summaries of chat logs."
 
 
-def history_budget(backend: Backend, last_prompt: AssembledPrompt | None) -> int:
-    """Tokens the recent turns may use: the window minus the reply reserve and the fixed prompt."""
+def history_budget(backend: Backend, last_prompt: AssembledPrompt | None, recall_tokens: int = 0) -> int:
+    """Tokens the recent turns may use: the window minus the reply reserve, the fixed prompt and
+    the recall budget (held back on every turn, see ``engine.prompting``)."""
     fixed = 0
     if last_prompt is not None and last_prompt.messages and last_prompt.messages[0].role == "system":
         fixed = len(backend.tokenize(backend.render(last_prompt.messages[:1], add_generation_prompt=False)))
-    return max(backend.spec.options.n_ctx - backend.spec.sampling.max_tokens - fixed, 64)
+    room = backend.spec.options.n_ctx - backend.spec.sampling.max_tokens
+    return max(room - fixed - recall_budget(recall_tokens, room), 64)
 
 
 async def write_summary(backend: Backend, previous: str, messages: Sequence, max_tokens: int) -> str:
@@ -66,6 +69,7 @@ class Summaries:
     def __init__(self, store: MemoryStore, host: ModelHost, scheduler: Scheduler, settings: MemorySettings) -> None:
         self.host = host
         self.scheduler = scheduler
+        self.recall_tokens = settings.recall_tokens
         self.summarizer = Summarizer(
             store,
             count_tokens=lambda text: self.host.require().count_text_tokens(text),
@@ -79,7 +83,7 @@ class Summaries:
 
     def budget(self, last_prompt: AssembledPrompt | None) -> int:
         """The room's history budget under the loaded model (see ``history_budget``)."""
-        return history_budget(self.host.require(), last_prompt)
+        return history_budget(self.host.require(), last_prompt, self.recall_tokens)
 
     async def compact_now(self, conversation_id: int, last_prompt: AssembledPrompt | None) -> bool:
         """Fold the room's older turns into its summary now (``memory summarize``)."""

@@ -129,3 +129,29 @@ def test_span_between_needs_one_clean_stretch():
     assert span_between([1, 2, 9, 9, 3], [1, 2, 3]) == (2, 4)
     assert span_between([1, 2, 3], [1, 2, 3]) is None
     assert span_between([1, 9, 2, 8, 3], [1, 2, 3]) is None
+
+
+def test_the_turns_in_view_do_not_change_with_whether_a_turn_recalls(single):
+    """The recall budget is held back on every turn: a window that lost its oldest turn whenever
+    a block came would re-evaluate the whole history then, and again when it went."""
+    from datetime import datetime
+
+    from engine.prompting import _assemble_fitted
+    from memory import SearchHit
+
+    turns = [
+        Turn("user", "Ann", f"Line {i}: " + "tell me more about the weather " * 3)
+        if i % 2 == 0
+        else Turn("assistant", "Hearth", f"Reply {i}: " + "it is sunny and warm today " * 3)
+        for i in range(81)
+    ]
+    hit = SearchHit(1, datetime(2026, 1, 3, 10, 0), "Ann", "user", "My sister Bea keeps bees near the old mill.", 1.0)
+    fitted = {
+        name: _assemble_fitted(single, turns, 64, (hits, 150), system=SYSTEM, summary="", volatile="")
+        for name, hits in (("recalls", [hit]), ("does not", []))
+    }
+    recalls, plain = fitted["recalls"], fitted["does not"]
+    assert recalls.turns_included == plain.turns_included < len(turns)
+    start, _ = recalls.volatile_span
+    assert recalls.tokens[:start] == plain.tokens[:start], "the evaluated history stays reusable"
+    assert "bees near the old mill" in single._llm.detokenize(recalls.tokens).decode()
