@@ -96,17 +96,25 @@ async def test_a_deletion_by_another_process_is_seen(sqlite_url):
         await second.close()
 
 
-async def test_migrates_up_from_the_fulltext_schema_with_data_in_it(tmp_path):
+def old_database(tmp_path, revision: str, extra: str = "", params: dict | None = None):
+    """A SQLite file migrated only up to ``revision``, holding one room and message 7 ('from before')."""
     path = tmp_path / "old.db"
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "0004")
+    command.upgrade(alembic_config(f"sqlite:///{path}"), revision)
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as connection:
         connection.execute(text("INSERT INTO conversations (id, platform, room_id, thread_id, created_at)"
                                 " VALUES (1, 'test', 'old', '', '2024-01-01 00:00:00')"))
-        connection.execute(text("INSERT INTO messages (conversation_id, role, author_id, author_name, text,"
-                                " created_at, edited, deleted) VALUES (1, 'user', 'ann', 'Ann', 'from before',"
+        connection.execute(text("INSERT INTO messages (id, conversation_id, role, author_id, author_name, text,"
+                                " created_at, edited, deleted) VALUES (7, 1, 'user', 'ann', 'Ann', 'from before',"
                                 " '2024-01-01 00:00:00', 0, 0)"))
+        if extra:
+            connection.execute(text(extra), params or {})
     engine.dispose()
+    return path
+
+
+async def test_migrates_up_from_the_fulltext_schema_with_data_in_it(tmp_path):
+    path = old_database(tmp_path, "0004")
     store = MemoryStore(f"sqlite+aiosqlite:///{path}")
     await store.start()
     try:
@@ -153,18 +161,12 @@ async def test_a_long_message_is_found_by_its_best_chunk_and_shown_as_it(store):
 
 
 async def test_whole_message_vectors_become_chunk_zero_when_migrating(tmp_path):
-    path = tmp_path / "old.db"
-    command.upgrade(alembic_config(f"sqlite:///{path}"), "0005")
-    engine = create_engine(f"sqlite:///{path}")
-    with engine.begin() as connection:
-        connection.execute(text("INSERT INTO conversations (id, platform, room_id, thread_id, created_at)"
-                                " VALUES (1, 'test', 'old', '', '2024-01-01 00:00:00')"))
-        connection.execute(text("INSERT INTO messages (id, conversation_id, role, author_id, author_name, text,"
-                                " created_at, edited, deleted) VALUES (7, 1, 'user', 'ann', 'Ann', 'from before',"
-                                " '2024-01-01 00:00:00', 0, 0)"))
-        connection.execute(text("INSERT INTO message_vectors (message_id, conversation_id, model, vector)"
-                                " VALUES (7, 1, :model, :vector)"), {"model": MODEL, "vector": pack(axis(4))})
-    engine.dispose()
+    path = old_database(
+        tmp_path,
+        "0005",
+        "INSERT INTO message_vectors (message_id, conversation_id, model, vector) VALUES (7, 1, :model, :vector)",
+        {"model": MODEL, "vector": pack(axis(4))},
+    )
     store = MemoryStore(f"sqlite+aiosqlite:///{path}")
     await store.start()
     try:
