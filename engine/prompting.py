@@ -137,17 +137,16 @@ def _assemble_fitted(
     # The recall budget is held back whether or not this turn recalls anything, so the recent turns
     # in view do not change with it: a window that lost its oldest turn whenever a block came and got
     # it back when it went would re-evaluate the whole history on both turns.
-    unused = budget - (backend.count_text_tokens(block) if block else 0)
-    prompt = assemble(
-        backend,
-        system=system,
-        turns=fitted,
-        n_ctx=n_ctx,
-        reserve=reserve + max(unused, 0),
-        summary=summary,
-        volatile=volatile,
-    )
-    prompt = replace(prompt, budget=prompt.budget + max(unused, 0))
+    # In a window too small for that, the held-back tokens go before the summary or lore would.
+    unused = max(budget - (backend.count_text_tokens(block) if block else 0), 0)
+    for held in (unused, 0) if unused else (0,):
+        prompt = assemble(
+            backend, system=system, turns=fitted, n_ctx=n_ctx, reserve=reserve + held, summary=summary,
+            volatile=volatile,
+        )
+        if not prompt.dropped and not prompt.truncated_newest:
+            break
+    prompt = replace(prompt, budget=n_ctx - reserve)
     if fitted and fitted[-1] != turns[-1]:
         prompt = replace(prompt, truncated_newest=True)
     return prompt
