@@ -17,6 +17,7 @@ from pathlib import Path
 from bench.common import ROOT, SMOL, emit, require_model
 from bot import App
 from config import HearthConfig
+from engine.reply import GenerationStats
 from engine.types import Author, IncomingMessage, RoomRef
 
 
@@ -28,12 +29,14 @@ async def loop_lag(stop: asyncio.Event, worst: list[float]) -> None:
         worst[0] = max(worst[0], time.perf_counter() - started - 0.01)
 
 
-async def first_token_at(ticket) -> float:
+async def first_token_at(ticket) -> tuple[float, GenerationStats | None]:
+    """When the reply's first token arrived, and its stats once it ended."""
     reply = await ticket.reply
+    first = 0.0
     async for _ in reply:
-        return time.perf_counter()
+        first = first or time.perf_counter()
     await reply.text()
-    return time.perf_counter()
+    return first or time.perf_counter(), reply.stats
 
 
 async def run(messages: int, rooms: int, seconds: float, data_dir: Path, parallel: int = 1) -> dict:
@@ -51,10 +54,11 @@ async def run(messages: int, rooms: int, seconds: float, data_dir: Path, paralle
     stop, worst = asyncio.Event(), [0.0]
     lag_task = asyncio.create_task(loop_lag(stop, worst))
     busy = 0
-    waits: list[asyncio.Task] = []
+    waits: list[tuple[float, asyncio.Task]] = []
     tickets = {}
     try:
         interval = seconds / messages
+        began = time.perf_counter()
         for i in range(messages):
             room = RoomRef("bench", f"room-{i % rooms}")
             sent = time.perf_counter()
@@ -71,7 +75,9 @@ async def run(messages: int, rooms: int, seconds: float, data_dir: Path, paralle
                 waits.append((sent, tickets[id(ticket)]))
             await asyncio.sleep(max(0.0, sent + interval - time.perf_counter()))
         await app.conversation.scheduler.wait_idle()
-        delays = sorted([await task - sent for sent, task in waits])
+        drained = time.perf_counter() - began
+        delays = sorted([(await task)[0] - sent for sent, task in waits])
+        stats = [stat for _, stat in [await task for task in tickets.values()] if stat is not None]
         stored = 0
         for conversation_id, _ in await app.store.conversations():
             stored += sum(1 for m in await app.store.messages(conversation_id) if m.role == "user")
@@ -88,6 +94,14 @@ async def run(messages: int, rooms: int, seconds: float, data_dir: Path, paralle
         "replied": len(tickets),
         "busy": busy,
         "p95_wait_s": round(p95, 2),
+        # Where the time went: prompt tokens evaluated and tokens generated over all replies,
+        # rooms whose saved state was loaded, and the time until every reply had ended.
+        "prompt_tokens": sum(stat.prompt_tokens for stat in stats),
+        "evaluated_prompt_tokens": sum(stat.evaluated_prompt_tokens for stat in stats),
+        "generated_tokens": sum(stat.completion_tokens for stat in stats),
+        "flash_prefilled_tokens": sum(stat.prefilled_tokens for stat in stats),
+        "restored": sum(1 for stat in stats if stat.restored_state),
+        "drain_s": round(drained, 2),
         "max_loop_lag_ms": round(worst[0] * 1000, 1),
     }
 

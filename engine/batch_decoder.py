@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # Prompt tokens a joining room may add to a step while others stream: each step then costs
 # the streaming rooms one token's wait of about this many prompt tokens.
 JOIN_CHUNK = 64
+# A shared prefix shorter than this is evaluated rather than copied from another sequence:
+# the copy moves the other room's whole state (~23 KB a token), about the cost of a few tokens.
+BORROW_MIN_TOKENS = 32
 
 
 @dataclass
@@ -71,6 +74,7 @@ class _Job:
     reused: int = 0  # prompt tokens found in the sequence already
     cut: int = 0  # cells of last turn's volatile block taken out first
     restored: bool = False
+    stepped: bool = False  # through a decode: no pending K-shift, so its cells can be copied
     next_token: int = -1  # sampled, not yet evaluated
     produced: int = 0
     finish: str = ""
@@ -113,6 +117,7 @@ class BatchDecoder:
         self.states = states
         self.spans = spans or VolatileSpans()
         self.template_stop = list(stop)
+        self.share_prefixes = True  # start a room from another's cells of the same prompt prefix
         self.banned: tuple[int, ...] = ()  # tokens no reply may choose (the benchmark bans EOS)
         self._slots = [_Slot(seq) for seq in range(parallel)]
         self._incoming: deque[_Job] = deque()
@@ -229,9 +234,13 @@ class BatchDecoder:
             self._end(job, ModelError(f"prompt of {len(job.prompt)} tokens does not fit n_ctx {self.n_ctx}"))
             return
         if slot.room != room or room is None:
-            self._park(slot)
+            # Another room's cells of the same tokens are as good as the room's own.
+            kept = common_prefix(slot.tokens, job.prompt) if self.share_prefixes else 0
+            self._park(slot, keep=kept)
             slot.room = room
             job.restored = self._restore(slot, job.prompt)
+            if not job.restored and self.share_prefixes:
+                self._borrow_prefix(slot, job.prompt)
         job.cut = self._cut_last_volatile(slot, job.prompt)
         self.spans.record(room, job.prompt, job.request.volatile_span)
         job.reused = min(common_prefix(slot.tokens, job.prompt), len(job.prompt) - 1)
@@ -252,8 +261,9 @@ class BatchDecoder:
         slot.tokens[:] = drop.kept
         return drop.size
 
-    def _park(self, slot: _Slot) -> None:
-        """Save an idle sequence's cells under its room (if any), then empty it."""
+    def _park(self, slot: _Slot, keep: int = 0) -> None:
+        """Save an idle sequence's cells under its room (if any), then empty it but for the
+        first ``keep`` cells (the next room's prompt starts with the same tokens)."""
         if slot.room is not None and slot.tokens and self.states is not None:
             previous = self.states.peek(slot.room)
             data = read_sequence_state(self.ctx, reuse=previous.data if previous else None, seq_id=slot.seq)
@@ -261,16 +271,16 @@ class BatchDecoder:
                 self.states.put(slot.room, RoomState(tuple(slot.tokens), data))
             else:
                 self.states.discard_ram(slot.room)
-        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-        slot.tokens.clear()
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, keep, -1)
+        del slot.tokens[keep:]
         slot.room = None
 
     def _restore(self, slot: _Slot, prompt: list[int]) -> bool:
-        """Load the room's saved cells into the (empty) sequence if they share a prefix."""
+        """Load the room's saved cells into the sequence if they share more of the prompt than it holds."""
         if slot.room is None or self.states is None:
             return False
         state = self.states.get(slot.room)
-        if state is None or common_prefix(state.tokens, prompt) == 0:
+        if state is None or common_prefix(state.tokens, prompt) <= len(slot.tokens):
             return False
         if not write_sequence_state(self.ctx, state.data, slot.seq):
             log.warning("could not restore a room state; evaluating from scratch")
@@ -278,6 +288,34 @@ class BatchDecoder:
             return False
         slot.tokens[:] = state.tokens
         return True
+
+    def _borrow_prefix(self, slot: _Slot, prompt: list[int]) -> int:
+        """Copy the longest stretch of ``prompt`` that another sequence holds into this one.
+
+        Rooms with one persona share their system prompt, so a room without a saved state
+        (a new room, or one evicted from the cache) starts from another's cells instead of
+        evaluating it all: the single path gets the same from the resident room's cells.
+        A cell depends only on the tokens up to it, so nothing of the other room comes along.
+        The copy goes through a serialized state, as llama.cpp copies across split-KV streams
+        only lazily, at the next decode, and this sequence's state could change before that.
+        """
+        donors = [
+            (common_prefix(other.tokens, prompt), other)
+            for other in self._slots
+            if other is not slot and other.tokens and (other.job is None or other.job.stepped)
+        ]
+        shared, donor = max(donors, key=lambda pair: pair[0], default=(0, None))
+        shared = min(shared, len(prompt) - 1)
+        if donor is None or shared < len(slot.tokens) + BORROW_MIN_TOKENS:
+            return 0
+        data = read_sequence_state(self.ctx, seq_id=donor.seq)
+        if not data or not write_sequence_state(self.ctx, data, slot.seq):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            slot.tokens.clear()
+            return 0
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, shared, -1)
+        slot.tokens[:] = prompt[:shared]
+        return shared
 
     def park_all(self) -> None:
         """Save every sequence's cells (at close), so the state cache can flush them to disk."""
@@ -342,6 +380,7 @@ class BatchDecoder:
             raise ModelError(f"llama_decode failed with code {code}")
         for job in jobs:
             assert job.slot is not None
+            job.stepped = True
             if job.next_token >= 0:
                 job.slot.tokens.append(job.next_token)
                 job.next_token = -1

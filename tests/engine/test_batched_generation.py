@@ -168,3 +168,39 @@ async def test_a_state_saved_with_another_parallel_is_not_offered_to_llama(smol_
             await backend.close()  # flushes the room's state to disk
     assert "could not restore" not in caplog.text
     assert not reply.stats.restored_state
+
+
+async def three_rooms(path: Path, prompts: dict[str, list[int]], cache: Path, share: bool) -> tuple[dict, dict]:
+    """Each room's greedy text and evaluated prompt tokens, one after another on two sequences."""
+    backend = await loaded(path, 2, state_cache_dir=cache)
+    assert backend._decoder is not None
+    backend._decoder.share_prefixes = share
+    texts, evaluated = {}, {}
+    try:
+        for room, tokens in prompts.items():
+            reply = backend.stream(GenerationRequest(tokens, GREEDY, room))
+            texts[room] = await reply.text()
+            evaluated[room] = reply.stats.evaluated_prompt_tokens
+    finally:
+        await backend.close()
+    return texts, evaluated
+
+
+async def test_a_cold_room_starts_from_the_shared_persona_cells_of_another(smol_path, tmp_path):
+    """Rooms with one persona share their system prompt: a room without a state of its own
+    evaluates only what differs, whether the cells are copied from another sequence (``b``,
+    given an empty one) or kept from the room parked out of its sequence (``c``)."""
+    persona = " ".join(f"Rule {i}: the keeper of the lighthouse answers kindly." for i in range(20))
+    backend = await loaded(smol_path, 1)
+    try:
+        prompts = {room: prompt(backend, q, system=persona) for room, q in zip("abc", QUESTIONS, strict=True)}
+        shared = len(prompt(backend, "", system=persona)) - 8
+    finally:
+        await backend.close()
+    texts, evaluated = await three_rooms(smol_path, prompts, tmp_path / "shared", share=True)
+    assert evaluated["a"] == len(prompts["a"])
+    for room in "bc":
+        assert evaluated[room] <= len(prompts[room]) - shared, f"room {room} evaluated the shared persona again"
+    alone, evaluated_alone = await three_rooms(smol_path, prompts, tmp_path / "alone", share=False)
+    assert evaluated_alone == {room: len(tokens) for room, tokens in prompts.items()}
+    assert texts == alone, "cells of the same tokens give the same text, whoever evaluated them"
