@@ -115,7 +115,7 @@ class Conversation:
         self.last_stats: GenerationStats | None = None
         self.generated_tokens = 0
         self.generation_seconds = 0.0
-        recall = Recall(store, settings.memory, settings.model.models_dir)
+        recall = Recall(store, settings.memory, settings.model.models_dir, quiet=self.scheduler.wait_running_turn)
         self.prompts = PromptBuilder(store, personas, settings.memory.recall_tokens, recall)
         self.summaries = Summaries(store, host, self.scheduler, settings.memory)
         self.summarizer = self.summaries.summarizer

@@ -7,16 +7,14 @@ name in ``models_dir`` (the chat model's own GGUF works too, far worse: see the 
 
 A llama.cpp context is not thread-safe, so each ``Embedder`` owns one worker thread and its model
 lives and dies there: nothing runs on the event loop. Recall keeps two: one answers the question
-of a waiting turn, the other indexes stored messages in a thread at the lowest CPU priority, so
-indexing never stands between a user and a reply.
+of a waiting turn, the other indexes stored messages, and ``engine.recall`` runs it between
+replies, so indexing never stands between a user and a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,12 +54,6 @@ def resolve_embedding_model(name: str, models_dir: Path) -> Path | None:
     return path
 
 
-def _lowest_priority() -> None:
-    """Nice this worker thread to 19 (Linux threads have their own nice value)."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 class Embedder:
     """One embedding model in its own thread. ``name`` tags the vectors it makes."""
 
@@ -72,7 +64,6 @@ class Embedder:
         self._pool = ThreadPoolExecutor(
             max_workers=1,
             thread_name_prefix="hearth-embed-bg" if background else "hearth-embed",
-            initializer=_lowest_priority if background else None,
         )
         self._model: Any = None
 

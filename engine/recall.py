@@ -9,8 +9,9 @@ rest are fitted into ``memory.recall_tokens`` as dated lines with speakers. The 
 the volatile tail of the prompt, after the cached prefix, so recall never invalidates the
 evaluated summary and persona.
 
-Stored messages are embedded by a background task at the lowest CPU priority, in small batches;
-a turn's own question is embedded by a second worker, so it never waits behind indexing.
+Stored messages are embedded by a background task in small batches, between replies (or every
+``QUIET_WAIT_S`` under constant load); a turn's own question is embedded by a second worker, so
+it never waits behind indexing.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,9 @@ RRF_K = 60  # reciprocal rank fusion's usual constant: later ranks still count, 
 CANDIDATES = 8
 INDEX_BATCH = 8  # messages embedded per step of the background indexer (about 30 ms on one core)
 IDLE_POLL_S = 5.0  # the indexer looks for new messages this often when nobody asks
+# While replies are generating, the indexer waits up to this long for them to end before each
+# batch: ~30 ms of one core per 2 s under constant load, and up to 240 messages a minute indexed.
+QUIET_WAIT_S = 2.0
 Mode = Literal["fulltext", "vector", "hybrid"]
 _ASKING = re.compile(
     r"\?|^\W*(who|whom|whose|what|when|where|which|why|how|do|does|did|is|are|was|were|can|could|would|will)\b"
@@ -78,16 +82,23 @@ class Recall:
     """
 
     def __init__(
-        self, store: MemoryStore, settings: MemorySettings | None = None, models_dir: Path = Path("models")
+        self,
+        store: MemoryStore,
+        settings: MemorySettings | None = None,
+        models_dir: Path = Path("models"),
+        quiet: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        # Resolves when no reply is generating (``Scheduler.wait_running_turn``): indexing runs
+        # then, rather than beside generation at a low thread priority (see ``_index_forever``).
+        self.quiet = quiet
         self.settings = settings or MemorySettings(embedding_model="off")
         self.tokens = self.settings.recall_tokens
         self.models_dir = models_dir
         self.mode: Mode = "hybrid"
         self.vectors = VectorIndex(store)
         self.query_embedder: Embedder | None = None  # a waiting turn's question
-        self.index_embedder: Embedder | None = None  # stored messages, at the lowest priority
+        self.index_embedder: Embedder | None = None  # stored messages, between replies
         self._started = False
         self._indexer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -170,7 +181,17 @@ class Recall:
         return done
 
     async def _index_forever(self) -> None:
+        """Index new messages in small batches, each once the model is quiet (or ``QUIET_WAIT_S`` passed).
+
+        Why not a thread at nice 19 beside generation, as before: it held the GIL whenever it
+        ran Python code, and two llama.cpp threads spinning at nice 0 then kept it off the CPU
+        for up to 270 ms, stalling the event loop and every other thread (bench.burst).
+        """
         while True:
+            if self.quiet is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(QUIET_WAIT_S):
+                        await self.quiet()
             try:
                 done = await self.index_pending()
             except StorageError as exc:

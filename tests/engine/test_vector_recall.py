@@ -187,3 +187,41 @@ async def test_a_fact_deep_inside_a_long_message_is_recalled_as_the_part_that_ho
         recall.mode = "hybrid"
     assert hits and "Lisbon" in hits[0].text and hits[0].text.startswith("…"), hits[:1]
     assert len(hits[0].text) < 500 and len(document) > 25_000
+
+
+async def indexed(recall: Recall, cid: int) -> int:
+    return (await recall.vectors.stats(cid, recall.model)).vectors
+
+
+async def test_the_background_indexer_waits_for_the_replies_to_end(app, embedder_path, monkeypatch):
+    """Indexing runs between replies (``quiet``), not beside generation; under constant load it
+    still runs after ``QUIET_WAIT_S``, so the index keeps up."""
+    import asyncio
+
+    import engine.recall
+
+    cid = await plant(app, RoomRef("test", "quiet"))
+    replies_over = asyncio.Event()
+    monkeypatch.setattr(engine.recall, "QUIET_WAIT_S", 30.0)
+    recall = Recall(app.store, MemorySettings(), MODELS, quiet=replies_over.wait)
+    await recall.start()
+    try:
+        await asyncio.sleep(1.0)  # the indexer has looked: a reply is still "generating"
+        assert await indexed(recall, cid) == 0
+        replies_over.set()
+        async with asyncio.timeout(60):
+            while await indexed(recall, cid) < 15:
+                await asyncio.sleep(0.05)
+    finally:
+        await recall.close()
+    busy_forever = asyncio.Event()
+    monkeypatch.setattr(engine.recall, "QUIET_WAIT_S", 0.05)
+    other = await plant(app, RoomRef("test", "loaded"))
+    recall = Recall(app.store, MemorySettings(), MODELS, quiet=busy_forever.wait)
+    await recall.start()
+    try:
+        async with asyncio.timeout(60):
+            while await indexed(recall, other) < 15:
+                await asyncio.sleep(0.05)
+    finally:
+        await recall.close()
