@@ -5,7 +5,10 @@ Then, in each round, every room sends a turn at once, and each reply is exactly 
 tokens (EOS is banned in this benchmark's sampling only). Reports, per mode, the median
 and p95 time to first token, the median time to the whole reply, and generated tokens
 per second over all rooms; the ratios are batched over serial, from the same run.
+Also reports, per mode, the warm-up as a cold burst: every room's first prompt at once
+(``cold_median_ttft_s``, ``cold_p95_ttft_s``).
 Usage: python -m bench.concurrent [--rooms 8] [--rounds 3] [--gen 48] [--parallel N] [--server URL]
+       [--flash-prefill on|off]
 """
 
 from __future__ import annotations
@@ -54,8 +57,9 @@ async def timed(reply: ReplyStream, sent: float) -> tuple[float, float, int]:
     return first or done, done, reply.stats.completion_tokens if reply.stats else 0
 
 
-async def run_hearth(rooms: int, rounds: int, gen: int, parallel: int) -> dict:
-    backend = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=N_CTX, parallel=parallel)))
+async def run_hearth(rooms: int, rounds: int, gen: int, parallel: int, flash_prefill: bool = True) -> dict:
+    options = ModelOptions(n_ctx=N_CTX, parallel=parallel, flash_prefill=flash_prefill)
+    backend = LlamaBackend(ModelSpec("smollm2", SMOL, options))
     await backend.load()
     backend.banned_tokens = (backend._llm.token_eos(),)
     sampling = SamplingParams(max_tokens=gen, temperature=0.7, seed=1)
@@ -63,9 +67,17 @@ async def run_hearth(rooms: int, rounds: int, gen: int, parallel: int) -> dict:
     replies: list[float] = []
     tokens, seconds = 0, 0.0
     try:
-        for room in range(rooms):  # warm: every room's persona prompt is evaluated once
-            tokens_in = backend.tokenize(backend.render(turn(room, 0)))
-            await backend.stream(GenerationRequest(tokens_in, SamplingParams(max_tokens=1), f"room-{room}")).text()
+        # Warm-up, and a cold burst: every room's persona prompt at once, one token each.
+        started = time.perf_counter()
+        cold = [
+            backend.stream(
+                GenerationRequest(
+                    backend.tokenize(backend.render(turn(room, 0))), SamplingParams(max_tokens=1), f"room-{room}"
+                )
+            )
+            for room in range(rooms)
+        ]
+        cold_ttfts = [ttft for ttft, _, _ in await asyncio.gather(*(timed(reply, started) for reply in cold))]
         for round_ in range(1, rounds + 1):
             prompts = [backend.tokenize(backend.render(turn(room, round_))) for room in range(rooms)]
             started = time.perf_counter()
@@ -78,7 +90,10 @@ async def run_hearth(rooms: int, rounds: int, gen: int, parallel: int) -> dict:
                 tokens += produced
     finally:
         await backend.close()
-    return summary(ttfts, replies, tokens, seconds)
+    return summary(ttfts, replies, tokens, seconds) | {
+        "cold_median_ttft_s": median(cold_ttfts),
+        "cold_p95_ttft_s": p95(cold_ttfts),
+    }
 
 
 async def run_server(url: str, rooms: int, rounds: int, gen: int) -> dict:
@@ -93,8 +108,15 @@ async def run_server(url: str, rooms: int, rounds: int, gen: int) -> dict:
         await tokenizer.close()
 
     async def one(client: httpx.AsyncClient, tokens: list[int], n: int, sent: float) -> tuple[float, float, int]:
-        body = {"prompt": tokens, "n_predict": n, "ignore_eos": n > 1, "stream": True, "cache_prompt": True,
-                "temperature": 0.7, "seed": 1}
+        body = {
+            "prompt": tokens,
+            "n_predict": n,
+            "ignore_eos": n > 1,
+            "stream": True,
+            "cache_prompt": True,
+            "temperature": 0.7,
+            "seed": 1,
+        }
         first, produced = 0.0, 0
         async with client.stream("POST", f"{url.rstrip('/')}/completion", json=body) as response:
             async for line in response.aiter_lines():
@@ -124,9 +146,9 @@ def ratio(batched: dict, serial: dict, key: str) -> float:
     return round(batched[key] / serial[key], 3) if serial[key] else 0.0
 
 
-async def run(rooms: int, rounds: int, gen: int, parallel: int, server: str | None) -> dict:
-    serial = await run_hearth(rooms, rounds, gen, 1)
-    batched = await run_hearth(rooms, rounds, gen, parallel)
+async def run(rooms: int, rounds: int, gen: int, parallel: int, server: str | None, flash_prefill: bool = True) -> dict:
+    serial = await run_hearth(rooms, rounds, gen, 1, flash_prefill)
+    batched = await run_hearth(rooms, rounds, gen, parallel, flash_prefill)
     result = {"rooms": rooms, "rounds": rounds, "gen": gen, "parallel": parallel, "serial": serial, "batched": batched}
     if server:
         result["server"] = await run_server(server, rooms, rounds, gen)
@@ -145,9 +167,12 @@ def main() -> None:
     parser.add_argument("--gen", type=int, default=48)
     parser.add_argument("--parallel", type=int, default=None, help="sequences when batched (default: --rooms)")
     parser.add_argument("--server", default=None, help="an OpenAI-compatible llama-server to run the same load against")
+    parser.add_argument("--flash-prefill", choices=("on", "off"), default="on", help="hearth's model.flash_prefill")
     args = parser.parse_args()
     require_model(SMOL)
-    emit("concurrent", asyncio.run(run(args.rooms, args.rounds, args.gen, args.parallel or args.rooms, args.server)))
+    flash = args.flash_prefill == "on"
+    result = asyncio.run(run(args.rooms, args.rounds, args.gen, args.parallel or args.rooms, args.server, flash))
+    emit("concurrent", result | {"flash_prefill": flash})
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 import llama_cpp
 
 from engine.backend import GenerationRequest
+from engine.flash_prefill import FlashPrefill
 from engine.reasoning import ThinkFilter
 from engine.reply import Done, Failed, GenerationStats, ReplyStream, push_split
 from engine.seq_state import cut_cells, read_sequence_state, write_sequence_state
@@ -74,6 +75,9 @@ class _Job:
     reused: int = 0  # prompt tokens found in the sequence already
     cut: int = 0  # cells of last turn's volatile block taken out first
     restored: bool = False
+    flash: bool = False  # its prompt is being evaluated in the flash-attention context
+    prefilled: int = 0  # prompt tokens the flash-attention context evaluated
+    evaluated: int = 0  # prompt tokens evaluated for this turn, here or there
     stepped: bool = False  # through a decode: no pending K-shift, so its cells can be copied
     next_token: int = -1  # sampled, not yet evaluated
     produced: int = 0
@@ -83,6 +87,25 @@ class _Job:
     def prompt_left(self) -> int:
         assert self.slot is not None
         return len(self.prompt) - len(self.slot.tokens) if self.next_token < 0 else 0
+
+
+class _FlashPlan:
+    """The flash-attention prefill of the batched path: one room's prompt at a time."""
+
+    def __init__(self, prefill: FlashPrefill, min_tokens: int) -> None:
+        self.prefill = prefill
+        self.min_tokens = min_tokens
+        self.job: _Job | None = None
+
+    def worth_it(self, prompt: list[int], reused: int) -> bool:
+        """A long new stretch, at least as long as the cache it attends back to (as on the
+        single path, ``LlamaBackend._worth_prefilling``). The decoder asks only for a room
+        that is alone: beside others, its prompt is better a part of their batch."""
+        pending = len(prompt) - 1 - reused
+        if self.job is not None or not self.prefill.usable or pending < self.min_tokens:
+            return False
+        flash_pending = self.prefill.pending(prompt[:-1])
+        return flash_pending <= pending * 1.1 and flash_pending >= len(prompt) - 1 - flash_pending
 
 
 class BatchDecoder:
@@ -98,6 +121,7 @@ class BatchDecoder:
         unified: bool = False,
         spans: VolatileSpans | None = None,
     ) -> None:
+        self.parallel = parallel
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
         params.n_seq_max = parallel
         params.kv_unified = unified
@@ -130,6 +154,14 @@ class BatchDecoder:
         self._abort_callback = llama_cpp.ggml_abort_callback(self._should_abort)
         self._no_abort_callback = llama_cpp.ggml_abort_callback()  # NULL: llama.cpp skips the check
         self._armed = False
+        self._flash: _FlashPlan | None = None
+
+    def use_flash_prefill(self, llm: Any, min_tokens: int) -> FlashPrefill:
+        """Evaluate long cold prompts in a flash-attention context of one sequence, then load the
+        cells into the room's sequence (``engine.flash_prefill``). The caller closes it."""
+        prefill = FlashPrefill(llm, self._abort_callback, n_ctx=self.n_ctx)
+        self._flash = _FlashPlan(prefill, min_tokens)
+        return prefill
 
     @property
     def generating(self) -> int:
@@ -247,6 +279,9 @@ class BatchDecoder:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, job.reused, -1)
         del slot.tokens[job.reused :]
         slot.job, job.slot = job, slot
+        alone = all(other.job is None for other in self._slots if other is not slot)
+        if alone and self._flash is not None and self._flash.worth_it(job.prompt, job.reused):
+            self._flash.job, job.flash = job, True
         sampling = job.request.sampling
         job.max_tokens = min(sampling.max_tokens, self.n_ctx - len(job.prompt))
         job.sampler = SequenceSampler(sampling, self._n_vocab, self.banned)
@@ -341,6 +376,11 @@ class BatchDecoder:
         jobs = [job for job in jobs if job.slot is not None]
         if not jobs:
             return
+        flash = self._flash
+        if flash is not None and flash.job is not None and len(jobs) > 1:
+            # Others joined: two contexts decoding side by side lost to one batch (bench.concurrent's
+            # cold burst: p95 45 s against 40 s), so the flash prefill serves only a room alone.
+            self._hand_over(flash, flash.job)
         rows: list[tuple[_Job, int]] = []  # (job, batch row) whose logits are sampled
         n = 0
         decoding = [job for job in jobs if job.next_token >= 0]
@@ -352,7 +392,7 @@ class BatchDecoder:
         budget = min(JOIN_CHUNK, self.n_batch - n) if decoding else self.n_batch
         fed: dict[int, list[int]] = {}
         for job in jobs:
-            if job.next_token >= 0 or budget <= 0:
+            if job.next_token >= 0 or job.flash or budget <= 0:
                 continue
             assert job.slot is not None
             done = len(job.slot.tokens)
@@ -366,11 +406,15 @@ class BatchDecoder:
             fed[id(job)] = chunk
             budget -= len(chunk)
         self._batch.n_tokens = n
-        self._arm([] if decoding else jobs)
+        if n == 0:  # the flash-attention prefill of a room that is alone
+            self._flash_step()
+            return
+        plain = [job for job in jobs if not job.flash]
+        self._arm([] if decoding else plain)
         code = llama_cpp.llama_decode(self.ctx, self._batch)
         self._abortable = []
         if code == 2:  # the abort callback: every room in this prompt-only step was cancelled
-            for job in jobs:
+            for job in plain:
                 assert job.slot is not None
                 llama_cpp.llama_memory_seq_rm(self._memory, job.slot.seq, len(job.slot.tokens), -1)
                 job.finish = "cancelled"
@@ -378,15 +422,60 @@ class BatchDecoder:
             return
         if code != 0:
             raise ModelError(f"llama_decode failed with code {code}")
-        for job in jobs:
+        for job in plain:
             assert job.slot is not None
             job.stepped = True
             if job.next_token >= 0:
                 job.slot.tokens.append(job.next_token)
                 job.next_token = -1
-            job.slot.tokens.extend(fed.get(id(job), ()))
+            chunk = fed.get(id(job), [])
+            job.slot.tokens.extend(chunk)
+            job.evaluated += len(chunk)
         for job, row in rows:
             self._take(job, row)
+
+    def _flash_step(self) -> None:
+        """Evaluate the next chunk of the lone flash job's prompt in the flash-attention context,
+        and hand its cells over once all but the last token are in: the plain step then
+        evaluates that token for the logits."""
+        plan = self._flash
+        job = plan.job if plan is not None else None
+        if plan is None or job is None or job.slot is None:
+            return
+        head = job.prompt[:-1]
+        self._abortable = [job]  # the flash context calls the same abort callback
+        done = plan.prefill.advance(head, self.n_batch)
+        self._abortable = []
+        if done is None:  # cancelled inside the chunk
+            job.finish = "cancelled"
+            self._end(job)
+            return
+        job.prefilled += done
+        job.evaluated += done
+        if not plan.prefill.pending(head):
+            self._hand_over(plan, job)
+
+    def _hand_over(self, plan: _FlashPlan, job: _Job) -> None:
+        """Load what the flash context holds of the job's prompt into its sequence (all of it,
+        or as far as it got when another room joined), and go on in the plain context."""
+        plan.job, job.flash = None, False
+        slot = job.slot
+        assert slot is not None
+        head = job.prompt[:-1]
+        held = len(head) - plan.prefill.pending(head)
+        if held <= len(slot.tokens):
+            return  # it got no further than the sequence's own cells
+        state = plan.prefill.handover(self.parallel)
+        if state is not None and write_sequence_state(self.ctx, state, slot.seq):
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, held, -1)  # another prompt's cells past it
+            slot.tokens[:] = head[:held]
+            return
+        if state is not None:
+            log.warning("llama.cpp refused a flash-attention prefill's cells; prompts are evaluated plainly")
+            plan.prefill.usable = False
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)  # a refused load may leave some
+        slot.tokens.clear()
+        job.reused = 0
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch
@@ -433,6 +522,8 @@ class BatchDecoder:
         if slot is not None:
             slot.job = None
             slot.used_at = time.perf_counter()
+        if self._flash is not None and self._flash.job is job:
+            self._flash.job, job.flash = None, False
         if job.sampler is not None:
             job.sampler.close()
             job.sampler = None
@@ -443,12 +534,12 @@ class BatchDecoder:
         self._emit(job.reply, *job.think.feed(tail))
         self._emit(job.reply, *job.think.flush())
         ended = time.perf_counter()
-        evaluated = (len(slot.tokens) if slot is not None else job.reused) - job.reused
         job.reply.push_threadsafe(
             Done(
                 GenerationStats(
                     prompt_tokens=len(job.prompt),
-                    evaluated_prompt_tokens=max(min(evaluated, len(job.prompt) - job.reused), 0),
+                    evaluated_prompt_tokens=job.evaluated,
+                    prefilled_tokens=job.prefilled,
                     completion_tokens=job.produced,
                     ttft_s=(job.first_token_at or ended) - job.started,
                     total_s=ended - job.started,

@@ -30,12 +30,15 @@ log = logging.getLogger(__name__)
 class FlashPrefill:
     """A flash-attention context on a loaded model's weights, used only to evaluate prompts."""
 
-    def __init__(self, llm: Any, abort_callback: Any) -> None:
+    def __init__(self, llm: Any, abort_callback: Any, n_ctx: int | None = None) -> None:
         plain = llm.context_params
         # Everything as the plain context has it (sizes, threads, KV types, RoPE), so the
-        # cells mean the same in both; only the attention kernel differs.
+        # cells mean the same in both; only the attention kernel differs. ``n_ctx``: the
+        # batched path's per-sequence size (its Llama's own context only tokenizes).
         params = llama_cpp.llama_context_params.from_buffer_copy(plain)
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+        if n_ctx is not None:
+            params.n_ctx = n_ctx
         params.no_perf = True
         self._n_batch = int(plain.n_batch)
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
@@ -54,27 +57,46 @@ class FlashPrefill:
     def evaluate(self, tokens: Sequence[int]) -> bytes | None:
         """The plain-layout sequence state of ``tokens``, or None if cancelled or not convertible.
 
-        A cancel (the abort callback) surfaces as RuntimeError from ``decode``; the cells
-        evaluated before it are kept, so a retry of the same prompt resumes there.
+        A cancel (the abort callback) leaves the cells evaluated before it, so a retry of
+        the same prompt resumes there.
+        """
+        self.last_evaluated = 0
+        if self.advance(tokens) is None:
+            return None
+        return self.handover()
+
+    def advance(self, tokens: Sequence[int], limit: int | None = None) -> int | None:
+        """Evaluate up to ``limit`` more of ``tokens`` (all of them by default), after what this
+        context holds already; how many it evaluated, or None if the abort callback stopped it.
+
+        The batched path calls this once per step, so rooms joining meanwhile wait one chunk.
         """
         tokens = list(tokens)
         done = common_prefix(self._tokens, tokens)
-        llama_cpp.llama_memory_seq_rm(self._memory, -1, done, -1)
-        self._tokens = tokens[:done]
-        self.last_evaluated = 0
+        if done < len(self._tokens):
+            llama_cpp.llama_memory_seq_rm(self._memory, -1, done, -1)
+            self._tokens = tokens[:done]
+        end = len(tokens) if limit is None else min(len(tokens), done + limit)
+        evaluated = 0
         try:
-            while done < len(tokens):
-                chunk = tokens[done : done + self._n_batch]
+            while done < end:
+                chunk = tokens[done : min(done + self._n_batch, end)]
                 self._batch.set_batch(chunk, n_past=done, logits_all=False)
                 self._ctx.decode(self._batch)
                 done += len(chunk)
+                evaluated += len(chunk)
                 self.last_evaluated += len(chunk)
                 self._tokens = tokens[:done]
-        except RuntimeError:
+        except RuntimeError:  # the abort callback: a cancel
             # Ubatches of an aborted batch may be in the cache: trim to what is recorded.
             llama_cpp.llama_memory_seq_rm(self._memory, -1, len(self._tokens), -1)
             return None
-        state = transpose_values(read_sequence_state(self._ctx.ctx))
+        return evaluated
+
+    def handover(self, streams: int = 1) -> bytes | None:
+        """What this context holds, as a plain-layout state for a context of ``streams`` KV
+        streams; None (and never again) if the layout can't be converted."""
+        state = transpose_values(read_sequence_state(self._ctx.ctx), streams)
         if state is None:
             log.warning("this model's KV state has a layout hearth can't convert; prompts are evaluated plainly")
             self.usable = False

@@ -1,4 +1,5 @@
-"""Convert a serialized llama.cpp sequence state from the flash-attention KV layout to the plain one.
+"""Convert a serialized llama.cpp sequence state from the flash-attention KV layout to the plain one
+(and from one KV stream to the stream count of a batched context).
 
 On a CPU, llama.cpp's flash-attention kernel evaluates a long prompt faster, but a short
 warm batch against a long cache slower, than the plain path (measured in README
@@ -61,8 +62,13 @@ class _Reader:
         return self.at == len(self.data)
 
 
-def transpose_values(state: bytes | memoryview) -> bytes | None:
-    """The same sequence state with V in the plain (transposed) layout, or None if it can't be."""
+def transpose_values(state: bytes | memoryview, streams: int = 1) -> bytes | None:
+    """The same sequence state with V in the plain (transposed) layout, or None if it can't be.
+
+    ``streams``: the KV stream count of the context it is for (``model.parallel`` with split
+    KV). A single-stream state is written as one whose first stream holds the cells and the
+    others none: llama.cpp loads the cells into the stream of the sequence it is given.
+    """
     try:
         reader = _Reader(state)
         header = reader.take(_HEADER.size)
@@ -70,20 +76,23 @@ def transpose_values(state: bytes | memoryview) -> bytes | None:
             raise _Malformed("not a sequence state")
         out: list[bytes | memoryview] = [header]
         while not reader.done:
-            _convert_cache(reader, out)
+            _convert_cache(reader, out, streams)
         return b"".join(out)
     except _Malformed:
         return None
 
 
-def _convert_cache(reader: _Reader, out: list[bytes | memoryview]) -> None:
+def _convert_cache(reader: _Reader, out: list[bytes | memoryview], streams: int) -> None:
     n_stream = reader.u32()
-    out.append(_U32.pack(n_stream))
+    if n_stream != streams and n_stream != 1:
+        raise _Malformed(f"{n_stream} KV streams can't become {streams}")
+    out.append(_U32.pack(streams))
     for _ in range(n_stream):
         cell_count = reader.u32()
         out.append(_U32.pack(cell_count))
         if cell_count:
             _convert_stream(reader, cell_count, out)
+    out.extend(_U32.pack(0) for _ in range(streams - n_stream))  # the other streams: no cells
 
 
 def _convert_stream(reader: _Reader, cells: int, out: list[bytes | memoryview]) -> None:

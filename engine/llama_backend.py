@@ -155,6 +155,11 @@ class LlamaBackend:
             except ValueError as exc:
                 llm.close()
                 raise ModelError(f"llama.cpp could not make {options.parallel} sequences: {exc}", original=exc) from exc
+            if options.flash_prefill and not options.flash_attn:
+                try:  # closed with the others in ``_free``
+                    self._prefill = self._decoder.use_flash_prefill(llm, options.flash_prefill_min_tokens)
+                except ValueError as exc:
+                    log.warning("no flash-attention prefill for %s: %s", spec.name, exc)
             return llm
         llama_cpp.llama_set_abort_callback(llm._ctx.ctx, self._abort_callback, None)
         if options.flash_prefill and not options.flash_attn:

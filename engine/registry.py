@@ -135,17 +135,19 @@ class ModelRegistry:
 
         The flash-attention prefill context has a KV cache of its own (and shares the weights).
         With ``parallel`` > 1 the batch context holds ``n_ctx`` cells for every sequence, the
-        main context only tokenizes (``BATCHED_TOKENIZER_CTX``), and there is no prefill context.
+        main context only tokenizes (``BATCHED_TOKENIZER_CTX``), and the prefill context holds
+        one sequence of ``n_ctx``.
         """
         if entry.remote is not None:
             return 0  # the server holds the weights; a vocab-only tokenizer is a few MB
         info = self.info(entry)
         options = self.spec_for(entry).options
+        prefill = 1 if options.flash_prefill and not options.flash_attn else 0
         if options.parallel > 1:
-            kv = info.kv_cache_bytes(BATCHED_TOKENIZER_CTX) + options.parallel * info.kv_cache_bytes(options.n_ctx)
+            sequences = options.parallel + prefill
+            kv = info.kv_cache_bytes(BATCHED_TOKENIZER_CTX) + sequences * info.kv_cache_bytes(options.n_ctx)
         else:
-            caches = 2 if options.flash_prefill and not options.flash_attn else 1
-            kv = caches * info.kv_cache_bytes(options.n_ctx)
+            kv = (1 + prefill) * info.kv_cache_bytes(options.n_ctx)
         return info.file_size + kv + LOAD_OVERHEAD_BYTES
 
     def default_entry(self) -> ModelEntry:

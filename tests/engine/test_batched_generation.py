@@ -97,6 +97,8 @@ async def test_a_long_cold_prompt_joins_without_freezing_the_streaming_room(batc
     assert len(during) >= 10, f"the streaming room got only {len(during)} chunks during the joiner's prompt"
     assert isinstance(log[-1][1], Done) and joiner.stats.completion_tokens == 8
     assert streaming.stats.completion_tokens == 160
+    assert joiner.stats.prefilled_tokens == 0, "beside a streaming room a prompt joins the batch"
+    assert joiner.stats.evaluated_prompt_tokens == len(cold)
 
 
 async def test_more_rooms_than_sequences_queue_and_are_served_in_order(smol_path):
@@ -204,3 +206,71 @@ async def test_a_cold_room_starts_from_the_shared_persona_cells_of_another(smol_
     alone, evaluated_alone = await three_rooms(smol_path, prompts, tmp_path / "alone", share=False)
     assert evaluated_alone == {room: len(tokens) for room, tokens in prompts.items()}
     assert texts == alone, "cells of the same tokens give the same text, whoever evaluated them"
+
+
+async def test_a_long_cold_prompt_is_prefilled_with_flash_attention_and_answers_as_plainly(smol_path):
+    """Batched, a long cold prompt is evaluated in the flash-attention context and its cells are
+    moved into the room's sequence: the first greedy token is the one the plain path picks."""
+    lore = " ".join(f"Fact {i}: the tower of Myr has {i} bells." for i in range(30))
+    first: dict[bool, str] = {}
+    for flash in (True, False):
+        backend = await loaded(smol_path, 2, flash_prefill=flash)
+        try:
+            cold = prompt(backend, "Which tower has bells?", system=lore)
+            one = backend.stream(GenerationRequest(cold, SamplingParams(temperature=0.0, max_tokens=1), "r"))
+            first[flash] = await one.text()
+            assert one.stats.prefilled_tokens == (len(cold) - 1 if flash else 0)
+            assert one.stats.evaluated_prompt_tokens == len(cold)
+            warm = prompt(backend, "Which tower has bells? Tell me more.", system=lore)
+            more = backend.stream(GenerationRequest(warm, GREEDY, "r"))
+            assert (await more.text()).strip()
+            assert more.stats.prefilled_tokens == 0, "the warm turn stays in the plain context"
+            assert more.stats.evaluated_prompt_tokens < 20
+        finally:
+            await backend.close()
+    assert first[True] == first[False] and first[True].strip()
+
+
+async def test_a_room_joining_a_flash_attention_prefill_takes_over_what_it_evaluated(smol_path):
+    """The flash prefill serves a room alone; when another joins, the cells evaluated so far move
+    into the room's sequence and the rest joins the batch. The answer is the plain one."""
+    lore = " ".join(f"Fact {i}: the tower of Myr has {i} bells." for i in range(55))
+    one_token = SamplingParams(temperature=0.0, max_tokens=1)
+    answers: dict[bool, str] = {}
+    for flash in (True, False):
+        backend = await loaded(smol_path, 2, flash_prefill=flash)
+        try:
+            cold = prompt(backend, "Which tower has bells?", system=lore)
+            reply = backend.stream(GenerationRequest(cold, one_token, "long"))
+            while backend.generating == 0:
+                await asyncio.sleep(0.001)
+            other = backend.stream(GenerationRequest(prompt(backend, "Hello"), GREEDY, "short"))
+            answers[flash], said = await asyncio.gather(reply.text(), other.text())
+            assert said.strip()
+            assert reply.stats.evaluated_prompt_tokens == len(cold)
+            if flash:
+                assert 0 < reply.stats.prefilled_tokens < len(cold) - 1, "handed over part-way"
+        finally:
+            await backend.close()
+    assert answers[True] == answers[False] and answers[True].strip()
+
+
+async def test_a_cancel_during_a_flash_attention_prefill(smol_path):
+    """A turn cancelled while its prompt is in the flash-attention context ends with no tokens;
+    the next turn of the room is answered."""
+    backend = await loaded(smol_path, 2)
+    try:
+        lore = " ".join(f"Fact {i}: the tower of Myr has {i} bells." for i in range(55))
+        tokens = prompt(backend, "Bells?", system=lore)
+        assert len(tokens) > 512, "more than one chunk of the flash-attention context"
+        reply = backend.stream(GenerationRequest(tokens, GREEDY, "m"))
+        while backend.generating == 0:
+            await asyncio.sleep(0.001)
+        reply.cancel()
+        assert await reply.text() == ""
+        assert reply.stats.finish_reason == "cancelled" and reply.stats.completion_tokens == 0
+        assert reply.stats.prefilled_tokens < len(tokens) - 1
+        after = backend.stream(GenerationRequest(prompt(backend, "Hello"), GREEDY, "m"))
+        assert (await after.text()).strip()
+    finally:
+        await backend.close()

@@ -79,7 +79,7 @@ def test_ram_estimate_counts_the_prefill_contexts_kv_cache(smol_path, flash_attn
 
 
 def test_ram_estimate_counts_every_parallel_sequence(smol_path):
-    """Batched, each of ``parallel`` sequences holds n_ctx cells; no prefill context is made."""
+    """Batched, each of ``parallel`` sequences holds n_ctx cells, and the prefill context one more."""
     from engine.registry import ModelRegistry
     from engine.settings import BATCHED_TOKENIZER_CTX, ModelOptions, ModelSettings
 
@@ -90,5 +90,5 @@ def test_ram_estimate_counts_every_parallel_sequence(smol_path):
 
     info = read_gguf_info(smol_path)
     kv, tokenizer_kv = info.kv_cache_bytes(2048), info.kv_cache_bytes(BATCHED_TOKENIZER_CTX)
-    assert estimate(4) - estimate(1) == 4 * kv + tokenizer_kv - 2 * kv  # parallel=1 has the prefill cache too
+    assert estimate(4) - estimate(1) == (4 + 1) * kv + tokenizer_kv - 2 * kv  # both have a prefill cache
     assert estimate(8) - estimate(4) == 4 * kv

@@ -81,3 +81,15 @@ def test_f32_values_keep_their_element_size():
     assert out is not None
     tail = np.frombuffer(out[-v[0].nbytes :], dtype=np.float32)
     np.testing.assert_array_equal(tail, [0, 2, 4, 1, 3, 5])
+
+
+def test_a_single_stream_state_is_written_for_a_context_of_several_streams():
+    """The batched context (split KV, ``model.parallel`` streams) loads it into the stream of
+    the sequence it is given: the first stream holds the cells, the others are empty."""
+    k, v = layers(4, 2, 1, 8), layers(4, 2, 1, 9)
+    one = transpose_values(flash_state(k, v))
+    three = transpose_values(flash_state(k, v), streams=3)
+    assert one is not None and three is not None
+    assert struct.unpack_from("<I", three, 8) == (3,)
+    assert three[12:] == one[12:] + struct.pack("<II", 0, 0)
+    assert transpose_values(flash_state(k, v, caches=2), streams=3) == three + three[8:]
