@@ -1,6 +1,7 @@
 """Streaming through hearth's engine path versus raw llama-cpp-python, same prompt and sampling.
 
-Usage: python -m bench.overhead [--tokens 200]
+Usage: python -m bench.overhead [--tokens 200] [--parallel N]
+(``--parallel N``: hearth streams through the batched decode loop of ``model.parallel`` N.)
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ PROMPT = [
 ]
 
 
-async def engine_rate(max_tokens: int, runs: int) -> tuple[float, list[int]]:
-    backend = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=2048, state_cache_mb=0)))
+async def engine_rate(max_tokens: int, runs: int, parallel: int = 1) -> tuple[float, list[int]]:
+    options = ModelOptions(n_ctx=2048, state_cache_mb=0, parallel=parallel)
+    backend = LlamaBackend(ModelSpec("smollm2", SMOL, options))
     await backend.load()
     tokens = backend.tokenize(backend.render(PROMPT))
     rates = []
@@ -76,11 +78,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
     require_model(SMOL)
-    engine, tokens = asyncio.run(engine_rate(args.tokens, args.runs))
+    engine, tokens = asyncio.run(engine_rate(args.tokens, args.runs, args.parallel))
     raw = raw_rate(tokens, args.tokens, args.runs)
-    emit("overhead", {"engine_tok_s": round(engine, 1), "raw_tok_s": round(raw, 1),
+    emit("overhead", {"parallel": args.parallel, "engine_tok_s": round(engine, 1), "raw_tok_s": round(raw, 1),
                       "ratio": round(engine / raw, 3) if raw else None})
 
 

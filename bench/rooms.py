@@ -104,9 +104,11 @@ async def run_restart(turns: int) -> dict:
 
 
 async def run_hearth(
-    rooms: int, turns: int, cache_mb: int, flash_attn: bool = False, flash_prefill: bool = True
+    rooms: int, turns: int, cache_mb: int, flash_attn: bool = False, flash_prefill: bool = True, parallel: int = 1
 ) -> dict:
-    options = ModelOptions(n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn, flash_prefill=flash_prefill)
+    options = ModelOptions(
+        n_ctx=N_CTX, state_cache_mb=cache_mb, flash_attn=flash_attn, flash_prefill=flash_prefill, parallel=parallel
+    )
     spec = ModelSpec("smollm2", SMOL, options)
     backend = LlamaBackend(spec)
     await backend.load()
@@ -158,6 +160,7 @@ def main() -> None:
     parser.add_argument("--flash-attn", choices=("on", "off"), default="off", help="hearth's model.flash_attn")
     parser.add_argument("--flash-prefill", choices=("on", "off"), default="on", help="hearth's model.flash_prefill")
     parser.add_argument("--cast", type=int, default=0, help="also measure N characters taking turns in one room")
+    parser.add_argument("--parallel", type=int, default=1, help="also measure the batched path (model.parallel N)")
     args = parser.parse_args()
     require_model(SMOL)
     cast: dict = {}
@@ -177,6 +180,15 @@ def main() -> None:
     hearth = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024, **options))
     single = asyncio.run(run_hearth(1, args.turns + 1, cache_mb=1024, **options))
     off = asyncio.run(run_hearth(args.rooms, 2, cache_mb=0, **options))
+    batched: dict = {}
+    if args.parallel > 1:  # the same rooms taking turns one at a time, through the batched path
+        many = asyncio.run(run_hearth(args.rooms, args.turns, cache_mb=1024, parallel=args.parallel, **options))
+        batched = {
+            "parallel": args.parallel,
+            "parallel_cold_ttft_s": many["cold"],
+            "parallel_warm_ttft_s": many["warm"],
+            "parallel_warm_ratio": round(many["warm"] / hearth["warm"], 3) if hearth["warm"] else None,
+        }
     raw_cache = run_raw(args.rooms, args.turns, ram_cache=True)
     raw_default = run_raw(args.rooms, 1, ram_cache=False, cold_only=True)
     warm = hearth["warm"]
@@ -201,6 +213,7 @@ def main() -> None:
             "restart_ttft_s": restart["restart"],
             "restart_vs_warm_ratio": round(restart["restart"] / warm, 3) if warm else None,
             **cast,
+            **batched,
         },
     )
 
