@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 class FlashPrefill:
     """A flash-attention context on a loaded model's weights, used only to evaluate prompts."""
 
-    def __init__(self, llm: Any, abort_callback: Any, n_ctx: int | None = None) -> None:
+    def __init__(
+        self,
+        llm: Any,
+        abort_callback: Any,
+        n_ctx: int | None = None,
+        n_batch: int | None = None,
+        n_ubatch: int | None = None,
+    ) -> None:
         plain = llm.context_params
         # Everything as the plain context has it (sizes, threads, KV types, RoPE), so the
         # cells mean the same in both; only the attention kernel differs. ``n_ctx``: the
@@ -39,8 +46,10 @@ class FlashPrefill:
         params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         if n_ctx is not None:
             params.n_ctx = n_ctx
+        if n_batch is not None:  # the batched path's sizes, not its tokenizer context's
+            params.n_batch, params.n_ubatch = n_batch, n_ubatch or n_batch
         params.no_perf = True
-        self._n_batch = int(plain.n_batch)
+        self._n_batch = int(params.n_batch)
         self._ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
         self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
         self._memory = llama_cpp.llama_get_memory(self._ctx.ctx)

@@ -151,7 +151,15 @@ class LlamaBackend:
             raise ModelError(f"llama.cpp could not load {spec.path.name}: {exc}", original=exc) from exc
         if batched:
             try:
-                self._decoder = BatchDecoder(llm, options.parallel, options.n_ctx, self.states, spans=self.spans)
+                self._decoder = BatchDecoder(
+                    llm,
+                    options.parallel,
+                    options.n_ctx,
+                    self.states,
+                    spans=self.spans,
+                    n_batch=options.n_batch,
+                    n_ubatch=options.n_ubatch,
+                )
             except ValueError as exc:
                 llm.close()
                 raise ModelError(f"llama.cpp could not make {options.parallel} sequences: {exc}", original=exc) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from engine.backend import GenerationRequest, ModelSpec
@@ -272,5 +273,18 @@ async def test_a_cancel_during_a_flash_attention_prefill(smol_path):
         assert reply.stats.prefilled_tokens < len(tokens) - 1
         after = backend.stream(GenerationRequest(prompt(backend, "Hello"), GREEDY, "m"))
         assert (await after.text()).strip()
+    finally:
+        await backend.close()
+
+
+async def test_prompt_steps_take_model_n_batch_not_the_tokenizer_contexts_cap(smol_path):
+    """The batched path's Llama only tokenizes, with a 256-token context that caps its own batch;
+    the batch and flash-prefill contexts must still evaluate ``model.n_batch`` tokens a step."""
+    backend = await loaded(smol_path, 2, n_batch=512, n_ubatch=512)
+    try:
+        assert backend._decoder is not None and backend._prefill is not None
+        assert backend._decoder.n_batch == 512 and backend._decoder.n_ubatch == 512
+        assert backend._prefill._n_batch == 512
+        assert llama_cpp.llama_n_batch(backend._decoder.ctx) == 512
     finally:
         await backend.close()
