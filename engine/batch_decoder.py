@@ -99,8 +99,8 @@ class _FlashPlan:
 
     def worth_it(self, prompt: list[int], reused: int) -> bool:
         """A long new stretch, at least as long as the cache it attends back to (as on the
-        single path, ``LlamaBackend._worth_prefilling``). The decoder asks only for a room
-        that is alone: beside others, its prompt is better a part of their batch."""
+        single path, ``LlamaBackend._worth_prefilling``). The decoder asks only while no room
+        streams (``BatchDecoder._plan_flash``)."""
         pending = len(prompt) - 1 - reused
         if self.job is not None or not self.prefill.usable or pending < self.min_tokens:
             return False
@@ -288,9 +288,6 @@ class BatchDecoder:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, job.reused, -1)
         del slot.tokens[job.reused :]
         slot.job, job.slot = job, slot
-        alone = all(other.job is None for other in self._slots if other is not slot)
-        if alone and self._flash is not None and self._flash.worth_it(job.prompt, job.reused):
-            self._flash.job, job.flash = job, True
         sampling = job.request.sampling
         job.max_tokens = min(sampling.max_tokens, self.n_ctx - len(job.prompt))
         job.sampler = SequenceSampler(sampling, self._n_vocab, self.banned)
@@ -382,17 +379,15 @@ class BatchDecoder:
             if job.reply.cancelled:
                 job.finish = "cancelled"
                 self._end(job)
-        jobs = [job for job in jobs if job.slot is not None]
+        # Prompt budget and the flash prefill go to the turns that got a sequence first, not to
+        # the lowest sequence: a newcomer in a freed low sequence must not pass earlier rooms.
+        jobs = sorted((job for job in jobs if job.slot is not None), key=lambda job: job.started)
         if not jobs:
             return
-        flash = self._flash
-        if flash is not None and flash.job is not None and len(jobs) > 1:
-            # Others joined: two contexts decoding side by side lost to one batch (bench.concurrent's
-            # cold burst: p95 45 s against 40 s), so the flash prefill serves only a room alone.
-            self._hand_over(flash, flash.job)
+        decoding = [job for job in jobs if job.next_token >= 0]
+        flashing = self._plan_flash(jobs, decoding)
         rows: list[tuple[_Job, int]] = []  # (job, batch row) whose logits are sampled
         n = 0
-        decoding = [job for job in jobs if job.next_token >= 0]
         for job in decoding:
             assert job.slot is not None
             self._put(n, job.next_token, len(job.slot.tokens), job.slot.seq, True)
@@ -402,6 +397,8 @@ class BatchDecoder:
         fed: dict[int, list[int]] = {}
         for job in jobs:
             if job.next_token >= 0 or job.flash or budget <= 0:
+                continue
+            if flashing and job.prompt_left > 1:  # beside a flash step, only a last token for the logits
                 continue
             assert job.slot is not None
             done = len(job.slot.tokens)
@@ -415,7 +412,7 @@ class BatchDecoder:
             fed[id(job)] = chunk
             budget -= len(chunk)
         self._batch.n_tokens = n
-        if n == 0:  # the flash-attention prefill of a room that is alone
+        if n == 0:  # a step of the flash-attention prefill alone
             self._flash_step()
             return
         plain = [job for job in jobs if not job.flash]
@@ -442,9 +439,32 @@ class BatchDecoder:
             job.evaluated += len(chunk)
         for job, row in rows:
             self._take(job, row)
+        if flashing:
+            self._flash_step()
+
+    def _plan_flash(self, jobs: list[_Job], decoding: list[_Job]) -> bool:
+        """Whether this step is a flash-attention prefill step, choosing its room if needed.
+
+        Only while no room streams: then the step is the flash prefill alone, and other joiners
+        wait for it as they would wait for each other's chunks. Once a room streams, the flash
+        job hands over what it evaluated and the rest joins the batch: two contexts decoding in
+        one step lost to one batch (bench.concurrent's cold burst: p95 45 s against 40 s).
+        """
+        plan = self._flash
+        if plan is None:
+            return False
+        if plan.job is not None and decoding:
+            self._hand_over(plan, plan.job)
+        if plan.job is None and not decoding:
+            for job in jobs:
+                assert job.slot is not None
+                if plan.worth_it(job.prompt, len(job.slot.tokens)):
+                    plan.job, job.flash = job, True
+                    break
+        return plan.job is not None
 
     def _flash_step(self) -> None:
-        """Evaluate the next chunk of the lone flash job's prompt in the flash-attention context,
+        """Evaluate the next chunk of the flash job's prompt in the flash-attention context,
         and hand its cells over once all but the last token are in: the plain step then
         evaluates that token for the logits."""
         plan = self._flash
@@ -466,7 +486,7 @@ class BatchDecoder:
 
     def _hand_over(self, plan: _FlashPlan, job: _Job) -> None:
         """Load what the flash context holds of the job's prompt into its sequence (all of it,
-        or as far as it got when another room joined), and go on in the plain context."""
+        or as far as it got when a room began to stream), and go on in the plain context."""
         plan.job, job.flash = None, False
         slot = job.slot
         assert slot is not None
