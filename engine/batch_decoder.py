@@ -98,14 +98,9 @@ class _FlashPlan:
         self.job: _Job | None = None
 
     def worth_it(self, prompt: list[int], reused: int) -> bool:
-        """A long new stretch, at least as long as the cache it attends back to (as on the
-        single path, ``LlamaBackend._worth_prefilling``). The decoder asks only while no room
-        streams (``BatchDecoder._plan_flash``)."""
-        pending = len(prompt) - 1 - reused
-        if self.job is not None or not self.prefill.usable or pending < self.min_tokens:
-            return False
-        flash_pending = self.prefill.pending(prompt[:-1])
-        return flash_pending <= pending * 1.1 and flash_pending >= len(prompt) - 1 - flash_pending
+        """``FlashPrefill.worth_it``, while no other room's prompt is in the flash context. The
+        decoder asks only while no room streams (``BatchDecoder._plan_flash``)."""
+        return self.job is None and self.prefill.worth_it(prompt, reused, self.min_tokens)
 
 
 class BatchDecoder:
@@ -504,7 +499,6 @@ class BatchDecoder:
             plan.prefill.usable = False
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)  # a refused load may leave some
         slot.tokens.clear()
-        job.reused = 0
 
     def _put(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch

@@ -59,6 +59,21 @@ class FlashPrefill:
         llama_cpp.llama_set_abort_callback(self._ctx.ctx, abort_callback, None)
         self.usable = True
 
+    def worth_it(self, tokens: Sequence[int], reused: int, min_tokens: int) -> bool:
+        """Whether to prefill ``tokens`` here, when the plain context holds ``reused`` of them:
+        a long new stretch, at least as long as the cache it attends back to.
+
+        Measured on 2 cores: from an empty cache, flash attention plus the handover wins
+        from 64 tokens up (6% there, 14% at 512); a short batch against a long cache is
+        1.7x slower with it. This context may redo a little more than the plain one (it
+        holds the last cold prompt, not this room's latest turns), since it is faster.
+        """
+        pending = len(tokens) - 1 - reused
+        if not self.usable or pending < min_tokens:
+            return False
+        flash_pending = self.pending(tokens[:-1])
+        return flash_pending <= pending * 1.1 and flash_pending >= len(tokens) - 1 - flash_pending
+
     def pending(self, tokens: Sequence[int]) -> int:
         """How many of ``tokens`` this context would still have to evaluate."""
         return len(tokens) - common_prefix(self._tokens, list(tokens))

@@ -389,18 +389,8 @@ class LlamaBackend:
         return llama_cpp.LogitsProcessorList([ban])
 
     def _worth_prefilling(self, tokens: list[int], reused: int) -> bool:
-        """A long new stretch, at least as long as the cache it attends back to.
-
-        Measured on 2 cores: from an empty cache, flash attention plus the handover wins
-        from 64 tokens up (6% there, 14% at 512); a short batch against a long cache is
-        1.7x slower with it. The flash context may redo a little more than this one (it
-        holds the last cold prompt, not this room's latest turns), since it is faster.
-        """
-        prefill, pending = self._prefill, len(tokens) - 1 - reused
-        if prefill is None or not prefill.usable or pending < self.spec.options.flash_prefill_min_tokens:
-            return False
-        flash_pending = prefill.pending(tokens[:-1])
-        return flash_pending <= pending * 1.1 and flash_pending >= len(tokens) - 1 - flash_pending
+        prefill = self._prefill
+        return prefill is not None and prefill.worth_it(tokens, reused, self.spec.options.flash_prefill_min_tokens)
 
     def _prefill_if_worth_it(self, tokens: list[int], reused: int, reply: ReplyStream) -> tuple[int, int]:
         """Evaluate all but the last prompt token with flash attention, and load the cells here.
