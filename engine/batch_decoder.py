@@ -395,6 +395,8 @@ class BatchDecoder:
                 continue
             if flashing and job.prompt_left > 1:  # beside a flash step, only a last token for the logits
                 continue
+            if job.evaluated == 0 and self._awaits_shared_prefix(job, jobs):
+                continue
             assert job.slot is not None
             done = len(job.slot.tokens)
             chunk = job.prompt[done : done + budget]
@@ -437,6 +439,30 @@ class BatchDecoder:
         if flashing:
             self._flash_step()
 
+    def _awaits_shared_prefix(self, job: _Job, jobs: list[_Job]) -> bool:
+        """Whether ``job`` should wait for an earlier joiner to evaluate the prompt prefix both
+        share, then copy it (``_borrow_prefix``), rather than evaluate the same tokens beside it.
+
+        Rooms with one persona that start at once (a burst of new rooms) would otherwise each
+        evaluate the whole system prompt. ``jobs`` is in arrival order; only earlier ones lead.
+        """
+        if not self.share_prefixes:
+            return False
+        slot = job.slot
+        assert slot is not None
+        for leader in jobs:
+            if leader is job:
+                break
+            if leader.slot is None:
+                continue
+            shared = min(common_prefix(leader.prompt, job.prompt), len(job.prompt) - 1)
+            if shared < len(slot.tokens) + BORROW_MIN_TOKENS:
+                continue
+            if len(leader.slot.tokens) < shared or not leader.stepped:
+                return True  # it is still evaluating them (or its cells cannot be copied yet)
+        self._borrow_prefix(slot, job.prompt)
+        return False
+
     def _plan_flash(self, jobs: list[_Job], decoding: list[_Job]) -> bool:
         """Whether this step is a flash-attention prefill step, choosing its room if needed.
 
@@ -453,6 +479,8 @@ class BatchDecoder:
         if plan.job is None and not decoding:
             for job in jobs:
                 assert job.slot is not None
+                if job.evaluated == 0 and self._awaits_shared_prefix(job, jobs):
+                    continue
                 if plan.worth_it(job.prompt, len(job.slot.tokens)):
                     plan.job, job.flash = job, True
                     break

@@ -209,6 +209,38 @@ async def test_a_cold_room_starts_from_the_shared_persona_cells_of_another(smol_
     assert texts == alone, "cells of the same tokens give the same text, whoever evaluated them"
 
 
+async def rooms_at_once(path: Path, prompts: dict[str, list[int]], share: bool) -> tuple[dict, dict]:
+    """Each room's greedy text and evaluated prompt tokens, all sent at once, one sequence each."""
+    backend = await loaded(path, len(prompts), flash_prefill=False)
+    assert backend._decoder is not None
+    backend._decoder.share_prefixes = share
+    try:
+        replies = {room: backend.stream(GenerationRequest(tokens, GREEDY, room)) for room, tokens in prompts.items()}
+        texts = dict(zip(replies, await asyncio.gather(*(r.text() for r in replies.values())), strict=True))
+    finally:
+        await backend.close()
+    return texts, {room: reply.stats.evaluated_prompt_tokens for room, reply in replies.items()}
+
+
+async def test_new_rooms_starting_at_once_evaluate_their_shared_persona_once(smol_path):
+    """A burst of new rooms with one persona: the first evaluates the system prompt, the others
+    wait for its cells and copy them instead of evaluating the same tokens beside it."""
+    persona = " ".join(f"Rule {i}: the keeper of the lighthouse answers kindly." for i in range(20))
+    backend = await loaded(smol_path, 1)
+    try:
+        prompts = {room: prompt(backend, q, system=persona) for room, q in zip("abc", QUESTIONS, strict=True)}
+        shared = len(prompt(backend, "", system=persona)) - 8
+    finally:
+        await backend.close()
+    texts, evaluated = await rooms_at_once(smol_path, prompts, share=True)
+    assert evaluated["a"] == len(prompts["a"])
+    for room in "bc":
+        assert evaluated[room] <= len(prompts[room]) - shared, f"room {room} evaluated the shared persona again"
+    alone, evaluated_alone = await rooms_at_once(smol_path, prompts, share=False)
+    assert evaluated_alone == {room: len(tokens) for room, tokens in prompts.items()}
+    assert texts == alone, "copied cells give the same text as evaluated ones"
+
+
 async def test_a_long_cold_prompt_is_prefilled_with_flash_attention_and_answers_as_plainly(smol_path):
     """Batched, a long cold prompt is evaluated in the flash-attention context and its cells are
     moved into the room's sequence: the first greedy token is the one the plain path picks."""
