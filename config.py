@@ -108,7 +108,9 @@ class ModelConfig(_Section):
     # restart is warm (bench.rooms restart_ttft_s). null: RAM only.
     state_cache_dir: Path | None = Path("data/state_cache")
     state_cache_disk_mb: int = Field(2048, ge=1)
-    parallel: int = Field(1, ge=1, le=64)  # rooms generating at once (README "Many rooms at once")
+    # The most rooms generating at once, fewer if their KV cache would not fit in free RAM
+    # (README "Many rooms at once"); 1: one room at a time.
+    parallel: int = Field(4, ge=1, le=64)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     models: list[ModelOverride] = Field(default_factory=list)
 

@@ -85,19 +85,25 @@ class ModelHost:
         """Wire what generates on this model (``bot.py`` passes the scheduler)."""
         self._pauser = pauser
 
+    def memory_budget(self) -> int | None:
+        """Free RAM plus the current model's weights, which a swap frees first; None: unknown."""
+        have = self.available_memory()
+        if have is None:
+            return None
+        return have + (self.backend.info.file_size if self.backend and self.backend.info else 0)
+
     def memory_problem(self, entry: ModelEntry) -> str | None:
         """Why loading ``entry`` now would not fit in RAM; None when it fits (or RAM is unknown).
 
         The current model's weights count as available: a swap frees them first.
         """
-        need = self.registry.estimate_bytes(entry)
-        have = self.available_memory()
-        freed = self.backend.info.file_size if self.backend and self.backend.info else 0
-        if have is None or need <= have + freed:
+        budget = self.memory_budget()
+        need = self.registry.estimate_bytes(entry, available=budget)
+        if budget is None or need <= budget:
             return None
         return (
             f"not enough memory for {entry.name}: needs about {need / 2**20:.0f} MB, "
-            f"{(have + freed) / 2**20:.0f} MB available"
+            f"{budget / 2**20:.0f} MB available"
         )
 
     @property
@@ -161,7 +167,15 @@ class ModelHost:
         return f"loading… done in {time.perf_counter() - started:.1f} s: {entry.name} is now active"
 
     async def _start(self, entry: ModelEntry) -> None:
-        backend = self.factory(entry, self.registry.spec_for(entry))
+        # The old model is gone by now, so free RAM says how many rooms at once fit (model.parallel).
+        spec = self.registry.spec_for(entry, available=self.available_memory())
+        configured = self.registry.spec_for(entry).options.parallel
+        if spec.options.parallel < configured:
+            log.warning(
+                "%s: %d rooms at once instead of model.parallel %d: the KV cache for more would not fit in RAM",
+                entry.name, spec.options.parallel, configured,
+            )
+        backend = self.factory(entry, spec)
         try:
             await backend.load()
             await self._health_check(backend)

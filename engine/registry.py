@@ -17,6 +17,8 @@ from errors import ModelError
 
 # llama.cpp's working buffers beyond weights and KV cache, measured loosely on CPU.
 LOAD_OVERHEAD_BYTES = 150 * 1024 * 1024
+# More than one sequence only while the estimate takes at most this share of the free RAM.
+PARALLEL_RAM_SHARE = 0.75
 
 
 @dataclass(frozen=True)
@@ -121,27 +123,49 @@ class ModelRegistry:
         if entry.remote is None or entry.remote.tokenizer is not None:
             self.info(entry)
 
-    def spec_for(self, entry: ModelEntry) -> ModelSpec:
-        """The configured options, with this model's own overrides (the one place they apply)."""
+    def spec_for(self, entry: ModelEntry, available: int | None = None) -> ModelSpec:
+        """The configured options, with this model's own overrides (the one place they apply).
+
+        ``available``: free RAM in bytes. ``model.parallel`` is the most rooms at once; with RAM
+        known, it becomes as many as fit (``fitted_parallel``), so a big model still loads.
+        """
         options = self.settings.options
         if entry.n_ctx is not None:
             options = replace(options, n_ctx=entry.n_ctx)
         if entry.chat_format is not None:
             options = replace(options, chat_format=entry.chat_format)
-        return ModelSpec(entry.name, entry.path, options, self.settings.sampling.merged(entry.sampling))
+        spec = ModelSpec(entry.name, entry.path, options, self.settings.sampling.merged(entry.sampling))
+        if available is None or entry.remote is not None or options.parallel == 1:
+            return spec
+        return replace(spec, options=replace(options, parallel=self.fitted_parallel(entry, available)))
 
-    def estimate_bytes(self, entry: ModelEntry) -> int:
+    def fitted_parallel(self, entry: ModelEntry, available: int) -> int:
+        """The most sequences, up to ``model.parallel``, whose estimate leaves RAM to spare.
+
+        A second sequence is worth having only with room left for the state cache and the rest
+        of the bot, so more than one must fit in ``PARALLEL_RAM_SHARE`` of ``available``; one
+        sequence is the plain path, whose fit ``ModelHost.memory_problem`` judges as before.
+        """
+        for parallel in range(self.spec_for(entry).options.parallel, 1, -1):
+            if self.estimate_bytes(entry, parallel=parallel) <= available * PARALLEL_RAM_SHARE:
+                return parallel
+        return 1
+
+    def estimate_bytes(self, entry: ModelEntry, *, parallel: int | None = None, available: int | None = None) -> int:
         """Weights + KV cache at the configured n_ctx + llama.cpp's working buffers.
 
         The flash-attention prefill context has a KV cache of its own (and shares the weights).
         With ``parallel`` > 1 the batch context holds ``n_ctx`` cells for every sequence, the
         main context only tokenizes (``BATCHED_TOKENIZER_CTX``), and the prefill context holds
-        one sequence of ``n_ctx``.
+        one sequence of ``n_ctx``. ``parallel`` counts that many sequences instead of the
+        configured ones; ``available`` counts as many as would be loaded with that much free RAM.
         """
         if entry.remote is not None:
             return 0  # the server holds the weights; a vocab-only tokenizer is a few MB
         info = self.info(entry)
-        options = self.spec_for(entry).options
+        options = self.spec_for(entry, available).options
+        if parallel is not None:
+            options = replace(options, parallel=parallel)
         prefill = 1 if options.flash_prefill and not options.flash_attn else 0
         if options.parallel > 1:
             sequences = options.parallel + prefill

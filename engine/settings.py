@@ -64,7 +64,10 @@ class ModelOptions:
     state_cache_mb: int = 512
     state_cache_dir: Path | None = None
     state_cache_disk_mb: int = 2048  # the disk folder's budget; the oldest states go first
-    parallel: int = 1  # rooms generating at once in one context (engine.batch_decoder); 1: the single path
+    # Rooms generating at once in one context (engine.batch_decoder); 1: the single path. A spec
+    # carries the count to load with; config.py's ``model.parallel`` (default 4) is the most, and
+    # ``ModelRegistry.spec_for`` lowers it to what fits in free RAM.
+    parallel: int = 1
 
 
 @dataclass(frozen=True)

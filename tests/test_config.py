@@ -145,10 +145,11 @@ def test_model_options_pass_whole_from_config_to_the_spec(tmp_path):
         "n_ubatch": 64,
         "flash_prefill_min_tokens": 7,
         "state_cache_dir": str(tmp_path),
+        "parallel": 3,
         "models": [{"name": "Big", "path": str(tmp_path / "big.gguf"), "n_ctx": 4096, "chat_format": "gemma"}],
     }
     registry = ModelRegistry(HearthConfig.model_validate({"model": model}).engine_settings().model)
-    expected = ModelOptions(n_ubatch=64, flash_prefill_min_tokens=7, state_cache_dir=tmp_path)
+    expected = ModelOptions(n_ubatch=64, flash_prefill_min_tokens=7, state_cache_dir=tmp_path, parallel=3)
     big = registry.spec_for(registry.resolve("big")).options
     assert big == replace(expected, n_ctx=4096, chat_format="gemma")
     assert registry.spec_for(registry.resolve(str(tmp_path / "other.gguf"))).options == expected

@@ -55,21 +55,25 @@ def model_table(registry: ModelRegistry, active: str | None) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def model_details(registry: ModelRegistry, entry: ModelEntry) -> str:
+def model_details(registry: ModelRegistry, entry: ModelEntry, parallel: int | None = None) -> str:
+    """``model info``; ``parallel``: the rooms at once it has (loaded) or would have (free RAM)."""
     if entry.remote is not None:
         return describe_remote(registry, entry)
     info = registry.info(entry)
     options = registry.spec_for(entry).options
+    configured = options.parallel
+    parallel = parallel or configured
     template = "from GGUF" if info.has_chat_template else f"none; using {options.chat_format or 'chatml'}"
     lines = [
         f"name: {entry.name}",
         f"file: {entry.path} ({_mb(info.file_size)})",
         f"architecture: {info.architecture}, {_params(info.parameter_count)} parameters, {info.file_type}",
         f"context: trained {info.context_length or '?'}, configured n_ctx {options.n_ctx}"
-        + (f" for each of {options.parallel} rooms at once (model.parallel)" if options.parallel > 1 else ""),
+        + (f" for each of {parallel} rooms at once" if parallel > 1 else ", one room at a time")
+        + (f" (model.parallel {configured}; more would not fit in free RAM)" if parallel < configured else ""),
         f"chat template: {template}",
         f"license: {info.license or 'unknown'}",
-        f"estimated RAM: {_mb(registry.estimate_bytes(entry))}",
+        f"estimated RAM: {_mb(registry.estimate_bytes(entry, parallel=parallel))}",
     ]
     return "\n".join(lines)
 
@@ -89,9 +93,14 @@ def commands(conv: Conversation) -> list[Command]:
             entry = host.entry
         else:
             return "no model is loaded"
-        text = model_details(host.registry, entry)
         backend = host.backend
-        if backend is not None and host.entry == entry:
+        active = backend is not None and host.entry == entry
+        if backend is not None and active:
+            parallel = backend.max_concurrent
+        else:
+            parallel = host.registry.spec_for(entry, available=host.memory_budget()).options.parallel
+        text = model_details(host.registry, entry, parallel)
+        if backend is not None and active:
             template = backend.template.name if backend.template else "none"
             text += f"\nloaded in {backend.load_seconds:.2f} s; template format: {template}"
             text += "".join(f"\n{line}" for line in backend.details)

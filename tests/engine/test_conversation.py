@@ -199,3 +199,26 @@ async def test_a_swap_waits_for_the_running_reply_and_now_cancels_it(app):
     await asyncio.wait_for(conv.host.load(first, now=True), 60)
     assert reply.stats.finish_reason == "cancelled"
     assert conv.host.entry.name == first
+
+
+async def test_a_model_loads_with_as_many_rooms_at_once_as_fit_in_free_ram(fake_app, caplog):
+    """``model.parallel`` (4 by default) is the most: with RAM for two sequences the model
+    loads with two, says so in the log and in ``model info``, instead of being refused."""
+    from engine.registry import PARALLEL_RAM_SHARE
+
+    app, backend = fake_app
+    host = app.conversation.host
+    entry = host.entry
+    assert host.registry.spec_for(entry).options.parallel == 4, "the configured default"
+    free = int(host.registry.estimate_bytes(entry, parallel=2) / PARALLEL_RAM_SHARE) + 1
+    host.available_memory = lambda: free
+    specs = []
+    host.factory = lambda entry, spec: specs.append(spec) or backend
+    backend.enqueue(["Hi"])  # the health check
+    ok = await app.conversation.run_command(f"model load {entry.name}", CommandContext(ROOM, ADMIN))
+    assert ok.ok, ok.text
+    assert [spec.options.parallel for spec in specs] == [2]
+    assert f"{entry.name}: 2 rooms at once instead of model.parallel 4" in caplog.text
+    await host.unload()
+    shown = await app.conversation.run_command(f"model info {entry.name}", CommandContext(ROOM, ADMIN))
+    assert "for each of 2 rooms at once (model.parallel 4; more would not fit in free RAM)" in shown.text

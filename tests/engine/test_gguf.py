@@ -92,3 +92,27 @@ def test_ram_estimate_counts_every_parallel_sequence(smol_path):
     kv, tokenizer_kv = info.kv_cache_bytes(2048), info.kv_cache_bytes(BATCHED_TOKENIZER_CTX)
     assert estimate(4) - estimate(1) == (4 + 1) * kv + tokenizer_kv - 2 * kv  # both have a prefill cache
     assert estimate(8) - estimate(4) == 4 * kv
+
+
+def test_parallel_shrinks_to_the_sequences_that_fit_in_free_ram(smol_path):
+    """``model.parallel`` is the most rooms at once: with less free RAM the model loads with
+    fewer sequences (down to the plain path) instead of not at all."""
+    from engine.registry import PARALLEL_RAM_SHARE, ModelRegistry
+    from engine.settings import ModelOptions, ModelSettings
+
+    settings = ModelSettings(models_dir=smol_path.parent, options=ModelOptions(n_ctx=2048, parallel=4))
+    registry = ModelRegistry(settings)
+    entry = registry.resolve("smollm2-135m-instruct")
+
+    def loaded_with(available: int) -> int:
+        return registry.spec_for(entry, available=available).options.parallel
+
+    def room_for(parallel: int) -> int:
+        return int(registry.estimate_bytes(entry, parallel=parallel) / PARALLEL_RAM_SHARE) + 1
+
+    assert registry.spec_for(entry).options.parallel == 4, "RAM unknown: as configured"
+    assert loaded_with(1 << 40) == 4
+    assert loaded_with(room_for(4) - 2) == 3
+    assert loaded_with(room_for(2)) == 2
+    assert loaded_with(room_for(2) - 2) == 1
+    assert registry.estimate_bytes(entry, available=room_for(3)) == registry.estimate_bytes(entry, parallel=3)
