@@ -55,6 +55,9 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # the tokens whose cells are in the sequence
     job: _Job | None = None
     used_at: float = 0.0
+    # A cut moved cells back; llama.cpp re-rotates their keys at the next decode, so until then
+    # the sequence's cells are neither copied to another sequence nor saved.
+    shift_pending: bool = False
 
 
 @dataclass
@@ -78,7 +81,6 @@ class _Job:
     flash: bool = False  # its prompt is being evaluated in the flash-attention context
     prefilled: int = 0  # prompt tokens the flash-attention context evaluated
     evaluated: int = 0  # prompt tokens evaluated for this turn, here or there
-    stepped: bool = False  # through a decode: no pending K-shift, so its cells can be copied
     next_token: int = -1  # sampled, not yet evaluated
     produced: int = 0
     finish: str = ""
@@ -294,13 +296,16 @@ class BatchDecoder:
         drop = self.spans.plan(slot.room, slot.tokens, prompt)
         if drop is None or not cut_cells(self._memory, drop.start, drop.end, slot.seq):
             return 0
+        slot.shift_pending = True
         slot.tokens[:] = drop.kept
         return drop.size
 
     def _park(self, slot: _Slot, keep: int = 0) -> None:
         """Save an idle sequence's cells under its room (if any), then empty it but for the
         first ``keep`` cells (the next room's prompt starts with the same tokens)."""
-        if slot.room is not None and slot.tokens and self.states is not None:
+        if slot.room is not None and slot.shift_pending and self.states is not None:
+            self.states.discard_ram(slot.room)  # a turn cancelled before its first decode after a cut
+        elif slot.room is not None and slot.tokens and self.states is not None:
             previous = self.states.peek(slot.room)
             data = read_sequence_state(self.ctx, reuse=previous.data if previous else None, seq_id=slot.seq)
             if data:
@@ -338,7 +343,7 @@ class BatchDecoder:
         donors = [
             (common_prefix(other.tokens, prompt), other)
             for other in self._slots
-            if other is not slot and other.tokens and (other.job is None or other.job.stepped)
+            if other is not slot and other.tokens and not other.shift_pending
         ]
         shared, donor = max(donors, key=lambda pair: pair[0], default=(0, None))
         shared = min(shared, len(prompt) - 1)
@@ -425,9 +430,10 @@ class BatchDecoder:
             return
         if code != 0:
             raise ModelError(f"llama_decode failed with code {code}")
+        for slot in self._slots:
+            slot.shift_pending = False  # the decode applied every pending K-shift
         for job in plain:
             assert job.slot is not None
-            job.stepped = True
             if job.next_token >= 0:
                 job.slot.tokens.append(job.next_token)
                 job.next_token = -1
@@ -458,7 +464,7 @@ class BatchDecoder:
             shared = min(common_prefix(leader.prompt, job.prompt), len(job.prompt) - 1)
             if shared < len(slot.tokens) + BORROW_MIN_TOKENS:
                 continue
-            if len(leader.slot.tokens) < shared or not leader.stepped:
+            if len(leader.slot.tokens) < shared or leader.slot.shift_pending:
                 return True  # it is still evaluating them (or its cells cannot be copied yet)
         self._borrow_prefix(slot, job.prompt)
         return False
