@@ -120,6 +120,34 @@ async def test_more_rooms_than_sequences_queue_and_are_served_in_order(smol_path
         await backend.close()
 
 
+async def test_prompt_work_follows_arrival_not_the_sequence_number(batched):
+    """A room that got a sequence first has its prompt evaluated first, even when a later room
+    lands in a lower sequence (one freed by another room): prompt chunks beside a streaming
+    room go to the earliest joiner, so the later one cannot pass it."""
+    batched.banned_tokens = (batched._llm.token_eos(),)
+    log: list[tuple[str, object]] = []
+    story = SamplingParams(temperature=0.0, max_tokens=400)
+    streaming = batched.stream(GenerationRequest(prompt(batched, "Tell a long story."), story, "x"))
+    watch_x = asyncio.create_task(arrivals(streaming, log, "x"))
+    brief = batched.stream(GenerationRequest(prompt(batched, "Hi"), SamplingParams(max_tokens=1), "y"))
+    await brief.text()  # its sequence is now idle, holding its cells: the one a newcomer takes last
+    one_token = SamplingParams(temperature=0.0, max_tokens=1)
+    lore = {
+        name: " ".join(f"Fact {i}: the {thing} of Myr has {i} bells." for i in range(25))
+        for name, thing in (("a", "tower"), ("b", "harbour"))
+    }
+    first = batched.stream(GenerationRequest(prompt(batched, "Which?", system=lore["a"]), one_token, "a"))
+    while batched.generating < 2:  # "a" holds the empty sequence, after "x"'s
+        await asyncio.sleep(0.001)
+    second = batched.stream(GenerationRequest(prompt(batched, "Which?", system=lore["b"]), one_token, "b"))
+    await asyncio.gather(arrivals(first, log, "a"), arrivals(second, log, "b"))
+    streaming.cancel()
+    await watch_x
+    assert first.stats.evaluated_prompt_tokens > 3 * 64, "the first room's prompt takes several steps"
+    answered = [name for name, event in log if name in "ab" and isinstance(event, TextChunk)]
+    assert answered[:1] == ["a"], f"the later room was answered first: {answered}"
+
+
 async def test_a_parked_room_is_restored_with_its_prefix(smol_path, tmp_path):
     backend = await loaded(smol_path, 2, state_cache_dir=tmp_path)
     try:
@@ -173,7 +201,7 @@ async def test_a_state_saved_with_another_parallel_is_not_offered_to_llama(smol_
     assert not reply.stats.restored_state
 
 
-async def three_rooms(path: Path, prompts: dict[str, list[int]], cache: Path, share: bool) -> tuple[dict, dict]:
+async def one_after_another(path: Path, prompts: dict[str, list[int]], share: bool, cache: Path) -> tuple[dict, dict]:
     """Each room's greedy text and evaluated prompt tokens, one after another on two sequences."""
     backend = await loaded(path, 2, state_cache_dir=cache)
     assert backend._decoder is not None
@@ -189,29 +217,9 @@ async def three_rooms(path: Path, prompts: dict[str, list[int]], cache: Path, sh
     return texts, evaluated
 
 
-async def test_a_cold_room_starts_from_the_shared_persona_cells_of_another(smol_path, tmp_path):
-    """Rooms with one persona share their system prompt: a room without a state of its own
-    evaluates only what differs, whether the cells are copied from another sequence (``b``,
-    given an empty one) or kept from the room parked out of its sequence (``c``)."""
-    persona = " ".join(f"Rule {i}: the keeper of the lighthouse answers kindly." for i in range(20))
-    backend = await loaded(smol_path, 1)
-    try:
-        prompts = {room: prompt(backend, q, system=persona) for room, q in zip("abc", QUESTIONS, strict=True)}
-        shared = len(prompt(backend, "", system=persona)) - 8
-    finally:
-        await backend.close()
-    texts, evaluated = await three_rooms(smol_path, prompts, tmp_path / "shared", share=True)
-    assert evaluated["a"] == len(prompts["a"])
-    for room in "bc":
-        assert evaluated[room] <= len(prompts[room]) - shared, f"room {room} evaluated the shared persona again"
-    alone, evaluated_alone = await three_rooms(smol_path, prompts, tmp_path / "alone", share=False)
-    assert evaluated_alone == {room: len(tokens) for room, tokens in prompts.items()}
-    assert texts == alone, "cells of the same tokens give the same text, whoever evaluated them"
-
-
-async def rooms_at_once(path: Path, prompts: dict[str, list[int]], share: bool) -> tuple[dict, dict]:
+async def all_at_once(path: Path, prompts: dict[str, list[int]], share: bool, cache: Path) -> tuple[dict, dict]:
     """Each room's greedy text and evaluated prompt tokens, all sent at once, one sequence each."""
-    backend = await loaded(path, len(prompts), flash_prefill=False)
+    backend = await loaded(path, len(prompts), flash_prefill=False, state_cache_dir=cache)
     assert backend._decoder is not None
     backend._decoder.share_prefixes = share
     try:
@@ -222,9 +230,13 @@ async def rooms_at_once(path: Path, prompts: dict[str, list[int]], share: bool) 
     return texts, {room: reply.stats.evaluated_prompt_tokens for room, reply in replies.items()}
 
 
-async def test_new_rooms_starting_at_once_evaluate_their_shared_persona_once(smol_path):
-    """A burst of new rooms with one persona: the first evaluates the system prompt, the others
-    wait for its cells and copy them instead of evaluating the same tokens beside it."""
+@pytest.mark.parametrize("send", [one_after_another, all_at_once], ids=["one-after-another", "all-at-once"])
+async def test_a_cold_room_starts_from_the_shared_persona_cells_of_another(smol_path, tmp_path, send):
+    """Rooms with one persona share their system prompt: a room without a state of its own
+    evaluates only what differs. One after another, the cells are copied from another sequence
+    (``b``, given an empty one) or kept from the room parked out of its sequence (``c``). All at
+    once (a burst of new rooms), ``b`` and ``c`` wait for ``a`` to evaluate the persona and copy
+    it, instead of evaluating the same tokens beside it."""
     persona = " ".join(f"Rule {i}: the keeper of the lighthouse answers kindly." for i in range(20))
     backend = await loaded(smol_path, 1)
     try:
@@ -232,13 +244,13 @@ async def test_new_rooms_starting_at_once_evaluate_their_shared_persona_once(smo
         shared = len(prompt(backend, "", system=persona)) - 8
     finally:
         await backend.close()
-    texts, evaluated = await rooms_at_once(smol_path, prompts, share=True)
+    texts, evaluated = await send(smol_path, prompts, True, tmp_path / "shared")
     assert evaluated["a"] == len(prompts["a"])
     for room in "bc":
         assert evaluated[room] <= len(prompts[room]) - shared, f"room {room} evaluated the shared persona again"
-    alone, evaluated_alone = await rooms_at_once(smol_path, prompts, share=False)
+    alone, evaluated_alone = await send(smol_path, prompts, False, tmp_path / "alone")
     assert evaluated_alone == {room: len(tokens) for room, tokens in prompts.items()}
-    assert texts == alone, "copied cells give the same text as evaluated ones"
+    assert texts == alone, "cells of the same tokens give the same text, whoever evaluated them"
 
 
 async def test_a_long_cold_prompt_is_prefilled_with_flash_attention_and_answers_as_plainly(smol_path):
