@@ -6,7 +6,8 @@ tokens (EOS is banned in this benchmark's sampling only). Reports, per mode, the
 and p95 time to first token, the median time to the whole reply, and generated tokens
 per second over all rooms; the ratios are batched over serial, from the same run.
 Also reports, per mode, the warm-up as a cold burst: every room's first prompt at once
-(``cold_median_ttft_s``, ``cold_p95_ttft_s``).
+(``cold_median_ttft_s``, ``cold_p95_ttft_s``). All modes stay loaded, and each round goes
+to every mode in turn (``measure``).
 Usage: python -m bench.concurrent [--rooms 8] [--rounds 3] [--gen 48] [--parallel N] [--server URL]
        [--flash-prefill on|off]
 """
@@ -57,57 +58,47 @@ async def timed(reply: ReplyStream, sent: float) -> tuple[float, float, int]:
     return first or done, done, reply.stats.completion_tokens if reply.stats else 0
 
 
-async def run_hearth(rooms: int, rounds: int, gen: int, parallel: int, flash_prefill: bool = True) -> dict:
-    options = ModelOptions(n_ctx=N_CTX, parallel=parallel, flash_prefill=flash_prefill)
-    backend = LlamaBackend(ModelSpec("smollm2", SMOL, options))
-    await backend.load()
-    backend.banned_tokens = (backend._llm.token_eos(),)
-    sampling = SamplingParams(max_tokens=gen, temperature=0.7, seed=1)
-    ttfts: list[float] = []
-    replies: list[float] = []
-    tokens, seconds = 0, 0.0
-    try:
-        # Warm-up, and a cold burst: every room's persona prompt at once, one token each.
+Result = tuple[float, float, int]  # (time to first token, time to the whole reply, tokens)
+
+
+class HearthLoad:
+    """hearth's own backend at one ``model.parallel``, loaded once for the whole run."""
+
+    def __init__(self, parallel: int, flash_prefill: bool) -> None:
+        options = ModelOptions(n_ctx=N_CTX, parallel=parallel, flash_prefill=flash_prefill)
+        self.backend = LlamaBackend(ModelSpec("smollm2", SMOL, options))
+
+    async def open(self) -> None:
+        await self.backend.load()
+        self.backend.banned_tokens = (self.backend._llm.token_eos(),)
+
+    async def send(self, rooms: int, round_: int, gen: int) -> list[Result]:
+        """Every room's turn of ``round_`` at once (round 0: the cold persona prompts, one token)."""
+        backend = self.backend
+        sampling = SamplingParams(max_tokens=gen, temperature=0.7, seed=1) if round_ else SamplingParams(max_tokens=1)
+        prompts = [backend.tokenize(backend.render(turn(room, round_))) for room in range(rooms)]
         started = time.perf_counter()
-        cold = [
-            backend.stream(
-                GenerationRequest(
-                    backend.tokenize(backend.render(turn(room, 0))), SamplingParams(max_tokens=1), f"room-{room}"
-                )
-            )
-            for room in range(rooms)
-        ]
-        cold_ttfts = [ttft for ttft, _, _ in await asyncio.gather(*(timed(reply, started) for reply in cold))]
-        for round_ in range(1, rounds + 1):
-            prompts = [backend.tokenize(backend.render(turn(room, round_))) for room in range(rooms)]
-            started = time.perf_counter()
-            streams = [backend.stream(GenerationRequest(p, sampling, f"room-{i}")) for i, p in enumerate(prompts)]
-            results = await asyncio.gather(*(timed(stream, started) for stream in streams))
-            seconds += time.perf_counter() - started
-            for ttft, whole, produced in results:
-                ttfts.append(ttft)
-                replies.append(whole)
-                tokens += produced
-    finally:
-        await backend.close()
-    return summary(ttfts, replies, tokens, seconds) | {
-        "cold_median_ttft_s": median(cold_ttfts),
-        "cold_p95_ttft_s": p95(cold_ttfts),
-    }
+        streams = [backend.stream(GenerationRequest(p, sampling, f"room-{i}")) for i, p in enumerate(prompts)]
+        return list(await asyncio.gather(*(timed(stream, started) for stream in streams)))
+
+    async def close(self) -> None:
+        await self.backend.close()
 
 
-async def run_server(url: str, rooms: int, rounds: int, gen: int) -> dict:
+class ServerLoad:
     """The same load against llama-server's ``/completion`` with token prompts."""
-    import httpx
 
-    tokenizer = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=N_CTX)))
-    await tokenizer.load()
-    try:
-        prompts = [[tokenizer.tokenize(tokenizer.render(turn(r, n))) for r in range(rooms)] for n in range(rounds + 1)]
-    finally:
-        await tokenizer.close()
+    def __init__(self, url: str) -> None:
+        import httpx
 
-    async def one(client: httpx.AsyncClient, tokens: list[int], n: int, sent: float) -> tuple[float, float, int]:
+        self.url = url.rstrip("/")
+        self.client = httpx.AsyncClient(timeout=600)
+        self.tokenizer = LlamaBackend(ModelSpec("smollm2", SMOL, ModelOptions(n_ctx=N_CTX)))
+
+    async def open(self) -> None:
+        await self.tokenizer.load()
+
+    async def one(self, tokens: list[int], n: int, sent: float) -> Result:
         body = {
             "prompt": tokens,
             "n_predict": n,
@@ -118,7 +109,7 @@ async def run_server(url: str, rooms: int, rounds: int, gen: int) -> dict:
             "seed": 1,
         }
         first, produced = 0.0, 0
-        async with client.stream("POST", f"{url.rstrip('/')}/completion", json=body) as response:
+        async with self.client.stream("POST", f"{self.url}/completion", json=body) as response:
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and json.loads(line[6:]).get("content"):
                     first = first or time.perf_counter() - sent
@@ -126,20 +117,42 @@ async def run_server(url: str, rooms: int, rounds: int, gen: int) -> dict:
         done = time.perf_counter() - sent
         return first or done, done, produced
 
-    ttfts: list[float] = []
-    replies: list[float] = []
-    tokens, seconds = 0, 0.0
-    async with httpx.AsyncClient(timeout=600) as client:
-        await asyncio.gather(*(one(client, p, 1, time.perf_counter()) for p in prompts[0]))
-        for round_ in range(1, rounds + 1):
+    async def send(self, rooms: int, round_: int, gen: int) -> list[Result]:
+        tokenizer = self.tokenizer
+        prompts = [tokenizer.tokenize(tokenizer.render(turn(room, round_))) for room in range(rooms)]
+        started = time.perf_counter()
+        return list(await asyncio.gather(*(self.one(p, gen if round_ else 1, started) for p in prompts)))
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.tokenizer.close()
+
+
+async def measure(loads: dict[str, HearthLoad | ServerLoad], rooms: int, rounds: int, gen: int) -> dict:
+    """Each round goes to every mode in turn, so all modes meet the machine in the same state:
+    its speed drifts by tens of percent within minutes, which a whole mode after another
+    turned into ratios from 1.2 to 1.7 between runs of the same code."""
+    cold: dict[str, list[float]] = {}
+    for name, load in loads.items():  # warm-up, and a cold burst: every room's persona prompt at once
+        cold[name] = [ttft for ttft, _, _ in await load.send(rooms, 0, gen)]
+    ttfts: dict[str, list[float]] = {name: [] for name in loads}
+    replies: dict[str, list[float]] = {name: [] for name in loads}
+    tokens = dict.fromkeys(loads, 0)
+    seconds = dict.fromkeys(loads, 0.0)
+    for round_ in range(1, rounds + 1):
+        for name, load in loads.items():
             started = time.perf_counter()
-            results = await asyncio.gather(*(one(client, p, gen, started) for p in prompts[round_]))
-            seconds += time.perf_counter() - started
+            results = await load.send(rooms, round_, gen)
+            seconds[name] += time.perf_counter() - started
             for ttft, whole, produced in results:
-                ttfts.append(ttft)
-                replies.append(whole)
-                tokens += produced
-    return summary(ttfts, replies, tokens, seconds)
+                ttfts[name].append(ttft)
+                replies[name].append(whole)
+                tokens[name] += produced
+    result = {name: summary(ttfts[name], replies[name], tokens[name], seconds[name]) for name in loads}
+    for name, load in loads.items():
+        if isinstance(load, HearthLoad):
+            result[name] |= {"cold_median_ttft_s": median(cold[name]), "cold_p95_ttft_s": p95(cold[name])}
+    return result
 
 
 def ratio(batched: dict, serial: dict, key: str) -> float:
@@ -147,11 +160,21 @@ def ratio(batched: dict, serial: dict, key: str) -> float:
 
 
 async def run(rooms: int, rounds: int, gen: int, parallel: int, server: str | None, flash_prefill: bool = True) -> dict:
-    serial = await run_hearth(rooms, rounds, gen, 1, flash_prefill)
-    batched = await run_hearth(rooms, rounds, gen, parallel, flash_prefill)
-    result = {"rooms": rooms, "rounds": rounds, "gen": gen, "parallel": parallel, "serial": serial, "batched": batched}
+    loads: dict[str, HearthLoad | ServerLoad] = {
+        "serial": HearthLoad(1, flash_prefill),
+        "batched": HearthLoad(parallel, flash_prefill),
+    }
     if server:
-        result["server"] = await run_server(server, rooms, rounds, gen)
+        loads["server"] = ServerLoad(server)
+    try:
+        for load in loads.values():
+            await load.open()
+        measured = await measure(loads, rooms, rounds, gen)
+    finally:
+        for load in loads.values():
+            await load.close()
+    serial, batched = measured["serial"], measured["batched"]
+    result = {"rooms": rooms, "rounds": rounds, "gen": gen, "parallel": parallel, **measured}
     result |= {
         "agg_ratio": ratio(batched, serial, "agg_tok_s"),
         "p95_ttft_ratio": ratio(batched, serial, "p95_ttft_s"),
