@@ -73,6 +73,9 @@ log = logging.getLogger(__name__)
 
 SYNC_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT_S = 60.0  # a wrong homeserver URL fails start-up with one line instead of hanging
+# A homeserver that stops answering after the login fails start-up too (nio would retry forever);
+# generous, as a big account's first full-state sync can take minutes.
+FIRST_SYNC_TIMEOUT_S = 600.0
 OWN_EVENTS_KEPT = 2000
 LATE_JOIN_GRACE_MS = 60_000  # history older than this before our join is context, not a question
 CANT_READ = "I can only read text and text files, so I can't read that, sorry."
@@ -134,9 +137,11 @@ class MatrixAdapter:
         *,
         clock: Callable[[], float] = time.monotonic,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        first_sync_timeout: float = FIRST_SYNC_TIMEOUT_S,
     ) -> None:
         self.conversation = conversation
         self.connect_timeout = connect_timeout
+        self.first_sync_timeout = first_sync_timeout
         self.config = config
         self.clock = clock
         self.state = session  # device, access token and sync token; kept by bot.py, not here
@@ -178,14 +183,15 @@ class MatrixAdapter:
         except HearthError:
             await self.client.close()
             raise
-        profile = await self.client.get_displayname()
-        if isinstance(profile, ProfileGetDisplayNameResponse):
-            self.display_name = profile.displayname
-        self._register_callbacks()
-        token = await self.state.get("next_batch")
-        # A first start has no token: the history it syncs is old, so it is not answered.
-        self._catching_up = token is None
-        response = await self.client.sync(timeout=0, since=token, full_state=True)
+        try:
+            async with asyncio.timeout(self.first_sync_timeout):
+                response = await self._first_sync()
+        except TimeoutError:
+            await self.client.close()
+            raise InternalError(
+                f"{config.homeserver} stopped answering: the first Matrix sync did not finish "
+                f"within {self.first_sync_timeout:.0f} s"
+            ) from None
         if not isinstance(response, SyncResponse):
             await self.client.close()
             raise InternalError(f"the first Matrix sync failed: {getattr(response, 'message', response)}")
@@ -199,6 +205,17 @@ class MatrixAdapter:
             )
         log.info("matrix: connected as %s (%d room(s))", self.user_id, len(self.client.rooms))
         self._sync_task = asyncio.create_task(self._sync_forever(), name="hearth-matrix-sync")
+
+    async def _first_sync(self) -> Any:
+        """The profile, then a full-state catch-up from the stored sync token."""
+        profile = await self.client.get_displayname()
+        if isinstance(profile, ProfileGetDisplayNameResponse):
+            self.display_name = profile.displayname
+        self._register_callbacks()
+        token = await self.state.get("next_batch")
+        # A first start has no token: the history it syncs is old, so it is not answered.
+        self._catching_up = token is None
+        return await self.client.sync(timeout=0, since=token, full_state=True)
 
     async def close(self) -> None:
         """Stop syncing; replies still being written are cancelled (their turns are stored)."""

@@ -423,3 +423,45 @@ async def test_an_unreachable_homeserver_fails_start_with_one_line(app, tmp_path
     adapter = MatrixAdapter(app.conversation, session, config, connect_timeout=3)
     with pytest.raises(ConfigError, match=r"matrix.homeserver: could not reach http://127\.0\.0\.1:\d+"):
         await adapter.start()
+
+
+async def test_a_homeserver_that_stops_answering_after_the_login_fails_start_with_one_line(
+    app, tmp_path, synapse, matrix_account
+):
+    """nio retries a request forever; start-up names the homeserver and gives up instead.
+
+    The real Synapse is paused (SIGSTOP) right after the login: its socket still accepts
+    connections, but nothing answers, as with a homeserver that hangs.
+    """
+    import os
+    import signal
+
+    from adapters.matrix_adapter import MatrixAdapter
+    from config import MatrixConfig
+    from engine.session_state import StoredSessionState
+    from errors import InternalError
+
+    account = matrix_account("hung")
+    config = MatrixConfig(
+        enabled=True,
+        homeserver=synapse.url,
+        user_id=account.user_id,
+        password=account.password,
+        store_dir=str(tmp_path / "matrix"),
+    )
+    session = StoredSessionState(app.store, "matrix", config.user_id)
+    adapter = MatrixAdapter(app.conversation, session, config, first_sync_timeout=3)
+    pid = synapse._process.pid
+    ask_profile = adapter.client.get_displayname
+
+    async def pause_the_server_then_ask(*args, **kwargs):
+        os.kill(pid, signal.SIGSTOP)
+        return await ask_profile(*args, **kwargs)
+
+    adapter.client.get_displayname = pause_the_server_then_ask
+    try:
+        with pytest.raises(InternalError) as failed:
+            await asyncio.wait_for(adapter.start(), 60)  # without its own timeout: a TimeoutError here
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert str(failed.value) == (f"{synapse.url} stopped answering: the first Matrix sync did not finish within 3 s")
