@@ -372,8 +372,10 @@ class Conversation:
         backend = self.host.require()
         sampling = reply_sampling(backend.spec.sampling, turn.persona, turn.settings)
         prompt = await self.prompts.build(backend, turn, room.last_user, sampling.max_tokens)
-        others = {persona.name for persona in turn.personas if persona is not turn.persona}
-        sampling = with_speaker_stops(sampling, room.speakers | others)
+        cast = {persona.name for persona in turn.personas}
+        # In a cast, a new "\nOwnName:" line means the character has ended its turn and the model
+        # goes on writing the chat log (SillyTavern stops group chats at every member's name too).
+        sampling = with_speaker_stops(sampling, room.speakers | (cast if len(cast) > 1 else set()))
         room.last_prompt = prompt
         request = GenerationRequest(prompt.tokens, sampling, cache_key(room_key, key), prompt.volatile_span)
         reply = backend.stream(request)

@@ -255,3 +255,21 @@ async def test_stop_ends_the_cast_s_answers_too(fake_app):
     await delivery
     await app.conversation.scheduler.wait_idle()
     assert len(out.replies) == 1 and len(backend.history) == 1, "the second character did not answer"
+
+
+async def test_in_a_cast_a_character_stops_at_any_members_next_line_its_own_too(fake_app):
+    """A small model that has answered as Ember goes on with "\nEmber: …" or "\nHearth: …" lines,
+    writing the chat log; each character's reply ends there, so one reply is one turn."""
+    app, backend = fake_app
+    await cast_of_two(app, replies=2)
+    backend.enqueue(["Hi"])
+    backend.enqueue(["Hello"])
+    out = Recorder()
+    await deliver_with_follow_ups((await app.conversation.handle(message("Hello both"))).admission, out)
+    assert sorted(name for name, _ in out.replies) == ["Ember", "Hearth"]
+    for request in backend.history[-2:]:
+        assert {"\nHearth:", "\nEmber:", "\nAlice:"} <= set(request.sampling.stop), request.sampling.stop
+    assert (await run(app, "persona remove companion")).ok
+    backend.enqueue(["Alone"])
+    await (await app.conversation.handle(message("Hello Hearth"))).admission.ticket.reply
+    assert "\nHearth:" not in backend.history[-1].sampling.stop, "alone, a persona's own name is no stop"
