@@ -385,7 +385,8 @@ class BatchDecoder:
         if not jobs:
             return
         decoding = [job for job in jobs if job.next_token >= 0]
-        flashing = self._plan_flash(jobs, decoding)
+        waiting = self._wait_for_shared_prefixes(jobs)
+        flashing = self._plan_flash(jobs, decoding, waiting)
         rows: list[tuple[_Job, int]] = []  # (job, batch row) whose logits are sampled
         n = 0
         for job in decoding:
@@ -400,7 +401,7 @@ class BatchDecoder:
                 continue
             if flashing and job.prompt_left > 1:  # beside a flash step, only a last token for the logits
                 continue
-            if job.evaluated == 0 and self._awaits_shared_prefix(job, jobs):
+            if job in waiting:
                 continue
             assert job.slot is not None
             done = len(job.slot.tokens)
@@ -445,35 +446,49 @@ class BatchDecoder:
         if flashing:
             self._flash_step()
 
-    def _awaits_shared_prefix(self, job: _Job, jobs: list[_Job]) -> bool:
-        """Whether ``job`` should wait for an earlier joiner to evaluate the prompt prefix both
-        share, then copy it (``_borrow_prefix``), rather than evaluate the same tokens beside it.
+    def _wait_for_shared_prefixes(self, jobs: list[_Job]) -> list[_Job]:
+        """The joiners that wait this step for an earlier joiner to evaluate the prompt prefix
+        they share; a joiner with nothing left to wait for copies it now (``_borrow_prefix``).
 
         Rooms with one persona that start at once (a burst of new rooms) would otherwise each
         evaluate the whole system prompt. ``jobs`` is in arrival order; only earlier ones lead.
         """
+        waiting: list[_Job] = []
         if not self.share_prefixes:
-            return False
+            return waiting
+        for job in jobs:
+            if job.evaluated or job.flash or job.slot is None:
+                continue  # its prompt has begun: what it holds is what it keeps
+            if self._leader_still_evaluating(job, jobs):
+                waiting.append(job)
+            else:
+                self._borrow_prefix(job.slot, job.prompt)
+        return waiting
+
+    @staticmethod
+    def _leader_still_evaluating(job: _Job, jobs: list[_Job]) -> bool:
+        """Whether a joiner before ``job`` is still evaluating (or cannot yet lend) a prefix of
+        ``job``'s prompt worth copying rather than evaluating."""
         slot = job.slot
         assert slot is not None
         for leader in jobs:
             if leader is job:
-                break
+                return False
             if leader.slot is None:
                 continue
             shared = min(common_prefix(leader.prompt, job.prompt), len(job.prompt) - 1)
             if shared < len(slot.tokens) + BORROW_MIN_TOKENS:
                 continue
             if len(leader.slot.tokens) < shared or leader.slot.shift_pending:
-                return True  # it is still evaluating them (or its cells cannot be copied yet)
-        self._borrow_prefix(slot, job.prompt)
+                return True
         return False
 
-    def _plan_flash(self, jobs: list[_Job], decoding: list[_Job]) -> bool:
+    def _plan_flash(self, jobs: list[_Job], decoding: list[_Job], waiting: list[_Job]) -> bool:
         """Whether this step is a flash-attention prefill step, choosing its room if needed.
 
         Only while no room streams: then the step is the flash prefill alone, and other joiners
-        wait for it as they would wait for each other's chunks. Once a room streams, the flash
+        wait for it as they would wait for each other's chunks; ``waiting`` ones are not
+        chosen (they copy a shared prefix soon). Once a room streams, the flash
         job hands over what it evaluated and the rest joins the batch: two contexts decoding in
         one step lost to one batch (bench.concurrent's cold burst: p95 45 s against 40 s).
         """
@@ -485,7 +500,7 @@ class BatchDecoder:
         if plan.job is None and not decoding:
             for job in jobs:
                 assert job.slot is not None
-                if job.evaluated == 0 and self._awaits_shared_prefix(job, jobs):
+                if job in waiting:
                     continue
                 if plan.worth_it(job.prompt, len(job.slot.tokens)):
                     plan.job, job.flash = job, True
