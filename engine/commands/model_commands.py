@@ -93,14 +93,13 @@ def commands(conv: Conversation) -> list[Command]:
             entry = host.entry
         else:
             return "no model is loaded"
-        backend = host.backend
-        active = backend is not None and host.entry == entry
-        if backend is not None and active:
+        backend = host.backend if host.entry == entry else None  # the loaded one, if it is this
+        if backend is not None:
             parallel = backend.max_concurrent
         else:
             parallel = host.registry.spec_for(entry, available=host.memory_budget()).options.parallel
         text = model_details(host.registry, entry, parallel)
-        if backend is not None and active:
+        if backend is not None:
             template = backend.template.name if backend.template else "none"
             text += f"\nloaded in {backend.load_seconds:.2f} s; template format: {template}"
             text += "".join(f"\n{line}" for line in backend.details)
