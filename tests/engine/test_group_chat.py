@@ -51,6 +51,13 @@ class Recorder:
         self.replies.append((reply.speaker.name if reply.speaker else None, await reply.text()))
 
 
+async def answers(app, text: str) -> Recorder:
+    """Send ``text`` and deliver its reply with every follow-up it brings (other characters)."""
+    out = Recorder()
+    await deliver_with_follow_ups((await app.conversation.handle(message(text))).admission, out)
+    return out
+
+
 async def cast_of_two(app, *, replies: int = 1, chain: int = 0) -> None:
     app.conversation.rng = random.Random(7)
     assert (await run(app, "persona set assistant")).ok
@@ -71,8 +78,7 @@ async def test_cast_commands_and_a_single_named_speaker(fake_app):
     assert "assistant (Hearth)" in cast.text and "companion (Ember)" in cast.text
     assert "cast: Hearth, Ember" in (await run(app, "memory show")).text
     backend.enqueue(["Ember: Warm ", "greetings."])
-    out = Recorder()
-    await deliver_with_follow_ups((await app.conversation.handle(message("Ember, how are you?"))).admission, out)
+    out = await answers(app, "Ember, how are you?")
     assert out.replies == [("Ember", "Warm greetings.")], "the named character answers, its own label dropped"
     assert backend.history[-1].room_key == "test:tavern#companion", "each character keeps its own cached state"
     stored = await app.store.messages(await conversation_id(app))
@@ -85,8 +91,7 @@ async def test_group_replies_lets_several_characters_answer_one_message(fake_app
     await cast_of_two(app, replies=2)
     backend.enqueue(["first"])
     backend.enqueue(["second"])
-    out = Recorder()
-    await deliver_with_follow_ups((await app.conversation.handle(message("Hello, Hearth and Ember!"))).admission, out)
+    out = await answers(app, "Hello, Hearth and Ember!")
     assert out.replies == [("Hearth", "first"), ("Ember", "second")]
     second_prompt = prompt_text(backend.history[-1])
     assert "Hearth: first" in second_prompt, "the second speaker sees the first one's reply, with its name"
@@ -98,8 +103,7 @@ async def test_group_chain_stops_at_its_cap(fake_app):
     await cast_of_two(app, replies=1, chain=2)
     for text in ("one", "two", "three", "four"):
         backend.enqueue([text])
-    out = Recorder()
-    await deliver_with_follow_ups((await app.conversation.handle(message("Hearth, start a story"))).admission, out)
+    out = await answers(app, "Hearth, start a story")
     assert [text for _, text in out.replies] == ["one", "two", "three"], "one answer plus a chain of two"
     assert [name for name, _ in out.replies] == ["Hearth", "Ember", "Hearth"], "characters take turns"
 
@@ -228,8 +232,7 @@ async def test_regenerate_in_a_cast_asks_the_same_character_again(fake_app):
     app, backend = fake_app
     await cast_of_two(app)
     backend.enqueue(["first try"])
-    out = Recorder()
-    await deliver_with_follow_ups((await app.conversation.handle(message("Ember, a riddle?"))).admission, out)
+    out = await answers(app, "Ember, a riddle?")
     await app.conversation.scheduler.wait_idle()
     for _ in range(3):  # natural mode would pick the other character, who did not just speak
         backend.enqueue(["again"])
@@ -264,8 +267,7 @@ async def test_in_a_cast_a_character_stops_at_any_members_next_line_its_own_too(
     await cast_of_two(app, replies=2)
     backend.enqueue(["Hi"])
     backend.enqueue(["Hello"])
-    out = Recorder()
-    await deliver_with_follow_ups((await app.conversation.handle(message("Hello both"))).admission, out)
+    out = await answers(app, "Hello both")
     assert sorted(name for name, _ in out.replies) == ["Ember", "Hearth"]
     for request in backend.history[-2:]:
         assert {"\nHearth:", "\nEmber:", "\nAlice:"} <= set(request.sampling.stop), request.sampling.stop
